@@ -1,0 +1,30 @@
+"""`python -m capjax.bench <benchmark> [options]`: throughput and compile-time benchmarks.
+
+Each benchmark is a module `capjax.bench.<name>` with a `run(argv: list[str]) -> None` that
+parses its own options (`python -m capjax.bench <name> --help`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "train": "training images/s and compile time of the classifier train step",
+    "attacks": "images/s, compile time and loop overhead of each attack",
+}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        lines = [f"  {name:<10} {what}" for name, what in BENCHMARKS.items()]
+        print("usage: python -m capjax.bench <benchmark> [options]\n\nbenchmarks:")
+        print("\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"\nunknown benchmark {argv[0]!r}")
+        return
+    importlib.import_module(f"capjax.bench.{argv[0]}").run(argv[1:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

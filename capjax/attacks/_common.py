@@ -266,3 +266,21 @@ def input_gradient(
 
     grad, values = jax.grad(total, has_aux=True)(x_adv)
     return values, grad
+
+
+def num_classes_of(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> int:
+    """The number of logits `logits_fn` returns for x, found without running it."""
+    out = jax.eval_shape(logits_fn, x)
+    if len(out.shape) != 2 or out.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"logits_fn must map (N, H, W, C) images to (N, num_classes) logits; for x of shape "
+            f"{tuple(x.shape)} it returned shape {tuple(out.shape)}."
+        )
+    return int(out.shape[-1])
+
+
+def require_key(key: jax.Array | None, why: str) -> jax.Array:
+    """Returns key, or raises a ValueError explaining that `why` needs randomness."""
+    if key is None:
+        raise ValueError(f"{why} is random: pass key=jax.random.key(seed).")
+    return key

@@ -1,0 +1,78 @@
+"""Learning-rate schedules and optimizers built from config fields."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optax
+
+SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def learning_rate_schedule(
+    *,
+    base: float,
+    kind: str,
+    steps_per_epoch: int,
+    total_steps: int,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_epochs: float = 0.0,
+) -> optax.Schedule:
+    """A schedule over optimizer steps.
+
+    Args:
+      base: peak learning rate.
+      kind: "constant", "step" (multiply by `gamma` at each epoch in `milestones`) or
+        "cosine" (to zero at `total_steps`).
+      steps_per_epoch: converts epochs to steps.
+      total_steps: length of training.
+      milestones: epochs at which a step schedule decays.
+      gamma: the step schedule's factor.
+      warmup_epochs: linear warm-up from 0, prepended to any kind.
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"Unknown train.schedule {kind!r}; choose one of {SCHEDULES}.")
+    warmup = int(round(warmup_epochs * steps_per_epoch))
+    remaining = max(total_steps - warmup, 1)
+    if kind == "constant":
+        main = optax.constant_schedule(base)
+    elif kind == "step":
+        boundaries = {
+            int(m * steps_per_epoch) - warmup: gamma
+            for m in milestones
+            if 0 < int(m * steps_per_epoch) - warmup
+        }
+        main = optax.piecewise_constant_schedule(base, boundaries)
+    else:
+        main = optax.cosine_decay_schedule(base, remaining)
+    if not warmup:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
+
+
+def make_optimizer(
+    *,
+    kind: str,
+    schedule: optax.Schedule,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """SGD (momentum, Nesterov) or Adam, with PyTorch-style L2 weight decay on every parameter.
+
+    Weight decay is added to the gradient before the update (`optax.add_decayed_weights`),
+    which is what `torch.optim.SGD(weight_decay=...)` does and what the papers' code used.
+    """
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {kind!r}; choose one of {OPTIMIZERS}.")
+    if kind == "sgd":
+        base = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
+    else:
+        base = optax.adam(schedule, b1=b1, b2=b2)
+    if weight_decay:
+        return optax.chain(optax.add_decayed_weights(weight_decay), base)
+    return base

@@ -1,0 +1,337 @@
+"""The classifier task: train any zoo classifier on any data source, then test it.
+
+`python -m capjax.main --config=configs/classifier_cifar.py:model=resnet18 --workdir=DIR`
+lands here. Everything that later tasks need from a trained classifier (building the model,
+restoring its variables from a workdir, evaluating accuracy) is public here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from tqdm.auto import tqdm
+
+from capjax import data as data_lib
+from capjax.models import classifier_names, get_classifier
+from capjax.train import mesh as mesh_lib
+from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
+from capjax.train.loop import FitResult, LoopConfig, append_jsonl, fit
+from capjax.train.optim import learning_rate_schedule, make_optimizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@flax.struct.dataclass
+class ClassifierState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def parse_dtype(name: str, field: str) -> Any:
+    if name not in DTYPES:
+        raise ValueError(f"Unknown {field} {name!r}; choose one of {tuple(DTYPES)}.")
+    return DTYPES[name]
+
+
+def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
+    """The Flax classifier a `model` config section describes."""
+    if model_config.name not in classifier_names():
+        raise ValueError(
+            f"Unknown model.name {model_config.name!r}; registered classifiers: "
+            f"{', '.join(classifier_names())}."
+        )
+    kwargs = dict(model_config.get("kwargs", {}) or {})
+    for field in ("mean", "std"):
+        if model_config.get(field) is not None:
+            kwargs[field] = tuple(model_config[field])
+    return get_classifier(
+        model_config.name,
+        num_classes=num_classes,
+        dtype=parse_dtype(model_config.dtype, "model.dtype"),
+        param_dtype=parse_dtype(model_config.param_dtype, "model.param_dtype"),
+        **kwargs,
+    )
+
+
+def load_data(config: ml_collections.ConfigDict, workdir: str | None) -> data_lib.Dataset:
+    """The dataset a config's `data` section names (cached beside the run for folders)."""
+    d = config.data
+    cache_dir = d.get("cache_dir") or (os.path.join(workdir, "data_cache") if workdir else None)
+    return data_lib.load_dataset(
+        d.source,
+        name=d.get("name"),
+        data_dir=d.get("dir"),
+        cache_dir=cache_dir,
+        num_train=d.get("num_train", 0),
+        num_test=d.get("num_test", 0),
+        seed=config.seed,
+    )
+
+
+def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
+    """Name and size checks that must fail before any data loading or compilation."""
+    if config.data.source not in data_lib.SOURCES:
+        raise ValueError(
+            f"Unknown data.source {config.data.source!r}; choose one of {data_lib.SOURCES}."
+        )
+    if config.model.name not in classifier_names():
+        raise ValueError(
+            f"Unknown model.name {config.model.name!r}; registered classifiers: "
+            f"{', '.join(classifier_names())}."
+        )
+    parse_dtype(config.model.dtype, "model.dtype")
+    parse_dtype(config.model.param_dtype, "model.param_dtype")
+    mesh_lib.check_global_batch(config.train.batch_size, mesh)
+    mesh_lib.check_global_batch(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+
+
+@dataclasses.dataclass
+class ClassifierTrainer:
+    """The pure pieces of classifier training, for the generic loop and for later tasks."""
+
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    label_smoothing: float = 0.0
+    crop_padding: int = 4
+    flip: bool = True
+
+    def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> ClassifierState:
+        variables = self.model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
+        params = variables["params"]
+        return ClassifierState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=self.tx.init(params),
+        )
+
+    def loss(self, params, batch_stats, images, labels, key):
+        """Mean (label-smoothed) cross-entropy in train mode; returns (loss, (logits, stats))."""
+        logits, updates = self.model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            images,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
+        )
+        targets = jax.nn.one_hot(labels, logits.shape[-1])
+        if self.label_smoothing:
+            targets = optax.smooth_labels(targets, self.label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        return loss, (logits, updates.get("batch_stats", batch_stats))
+
+    def train_step(self, state: ClassifierState, batch, key):
+        """One SGD step on an augmented batch: (state, batch, key) -> (state, metrics)."""
+        aug_key, dropout_key = jax.random.split(key)
+        images = data_lib.augment_batch(
+            batch["image"], aug_key, crop_padding=self.crop_padding, flip=self.flip
+        )
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+        (loss, (logits, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, images, batch["label"], dropout_key
+        )
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+            "learning_rate": self.schedule(state.step),
+        }
+        new_state = ClassifierState(state.step + 1, params, batch_stats, opt_state)
+        return new_state, metrics
+
+    def logits_fn(self, variables) -> Callable[[jax.Array], jax.Array]:
+        """x in [0, 1] -> logits, in eval mode (batch statistics frozen)."""
+        return eval_logits_fn(self.model, variables)
+
+
+def eval_logits_fn(model, variables) -> Callable[[jax.Array], jax.Array]:
+    """`x -> model.apply(variables, x, train=False)`: the classifier as attacks see it."""
+    return lambda x: model.apply(variables, x, train=False)
+
+
+def accuracy(
+    logits_fn: Callable[[jax.Array], jax.Array],
+    images,
+    labels,
+    *,
+    batch_size: int,
+    mesh=None,
+    transform: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    desc: str | None = None,
+) -> float:
+    """Top-1 accuracy of `logits_fn` over uint8 host images, in padded sharded batches.
+
+    Args:
+      transform: optional (x, labels) -> x applied before classification (an attack, say).
+    """
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+
+    @jax.jit
+    def correct(batch):
+        x = data_lib.to_float(batch["image"])
+        if transform is not None:
+            x = transform(x, batch["label"])
+        hits = jnp.argmax(logits_fn(x), -1) == batch["label"]
+        return jnp.sum(hits & batch["mask"])
+
+    total = 0
+    batches = data_lib.eval_batches(images, labels, batch_size)
+    num_batches = -(-len(labels) // batch_size)
+    for batch in tqdm(batches, total=num_batches, desc=desc, disable=desc is None, leave=False):
+        total += int(correct(mesh_lib.shard_batch(batch, mesh)))
+    return total / len(labels)
+
+
+def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTrainer:
+    t = config.train
+    total_steps = t.epochs * steps_per_epoch
+    schedule = learning_rate_schedule(
+        base=t.learning_rate,
+        kind=t.schedule,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        milestones=tuple(t.milestones),
+        gamma=t.gamma,
+        warmup_epochs=t.warmup_epochs,
+    )
+    tx = make_optimizer(
+        kind=t.optimizer,
+        schedule=schedule,
+        momentum=t.momentum,
+        nesterov=t.nesterov,
+        weight_decay=t.weight_decay,
+    )
+    return ClassifierTrainer(
+        model=build_classifier(config.model, num_classes),
+        tx=tx,
+        schedule=schedule,
+        label_smoothing=t.label_smoothing,
+        crop_padding=config.data.augment.crop_padding,
+        flip=config.data.augment.flip,
+    )
+
+
+def fingerprint(config) -> dict[str, Any]:
+    return {"task": "classifier", "model": config.model.name}
+
+
+def train_classifier(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    dataset: data_lib.Dataset | None = None,
+    mesh=None,
+    on_step_end: Callable[[int], None] | None = None,
+) -> tuple[ClassifierTrainer, FitResult, data_lib.Dataset]:
+    """Trains (or resumes, or finds finished) the classifier described by `config`."""
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    validate_config(config, mesh)
+    dataset = load_data(config, workdir) if dataset is None else dataset
+    batches = data_lib.BatchIterator(
+        dataset.train_images,
+        dataset.train_labels,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    trainer = make_trainer(config, batches.steps_per_epoch, dataset.num_classes)
+    image_shape = dataset.train_images.shape[1:]
+    t = config.train
+
+    def evaluate(state):
+        logits_fn = trainer.logits_fn(state.variables)
+        acc = accuracy(
+            logits_fn, dataset.test_images, dataset.test_labels,
+            batch_size=t.eval_batch_size, mesh=mesh,
+        )
+        return {"accuracy": acc}
+
+    result = fit(
+        init_state=lambda key: trainer.init_state(key, image_shape),
+        train_step=trainer.train_step,
+        batches=batches,
+        workdir=workdir,
+        config=LoopConfig(
+            num_steps=t.epochs * batches.steps_per_epoch,
+            log_every=t.log_every_steps,
+            checkpoint_every=t.checkpoint_every_steps or batches.steps_per_epoch,
+            keep_checkpoints=t.keep_checkpoints,
+            eval_every=t.eval_every_epochs * batches.steps_per_epoch,
+            seed=config.seed,
+            description=f"train {config.model.name}",
+        ),
+        fingerprint=fingerprint(config),
+        evaluate=evaluate,
+        mesh=mesh,
+        run_config=json.loads(config.to_json_best_effort()),
+        on_step_end=on_step_end,
+    )
+    return trainer, result, dataset
+
+
+def restore_classifier(config: ml_collections.ConfigDict, workdir: str, num_classes: int,
+                       image_shape: tuple[int, ...]):
+    """(model, variables) of the classifier a finished `classifier` run left in `workdir`.
+
+    Raises:
+      ValueError: no checkpoint there, or it belongs to another model.
+    """
+    model = build_classifier(config.model, num_classes)
+    trainer = ClassifierTrainer(model=model, tx=make_trainer(config, 1, num_classes).tx,
+                                schedule=optax.constant_schedule(0.0))
+    abstract = jax.eval_shape(lambda k: trainer.init_state(k, image_shape), jax.random.key(0))
+    target = abstract_on(abstract, mesh_lib.replicated(mesh_lib.make_mesh()))
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"No classifier checkpoint in {workdir}/checkpoints.")
+        state, _ = checkpointer.restore(
+            target, dict(fingerprint(config), **state_fingerprint(abstract))
+        )
+    finally:
+        checkpointer.close()
+    return model, state.variables
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: train, evaluate on the test split, write `results.json`."""
+    trainer, result, dataset = train_classifier(config, workdir)
+    acc = accuracy(
+        trainer.logits_fn(result.state.variables),
+        dataset.test_images,
+        dataset.test_labels,
+        batch_size=config.train.eval_batch_size,
+        desc="test",
+    )
+    results = {
+        "task": "classifier",
+        "model": config.model.name,
+        "dataset": dataset.name,
+        "steps": result.step,
+        "test_accuracy": acc,
+        "num_test": int(len(dataset.test_labels)),
+    }
+    append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"split": "test", "step": result.step,
+                                                          "accuracy": acc})
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "results.json"), results)
+    print(f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
+          f"({len(dataset.test_labels)} images, {result.step} steps)")
+    return results

@@ -1,0 +1,24 @@
+"""`config.task` -> the module whose `run(config, workdir)` performs it (imported lazily)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import ml_collections
+
+TASKS = {
+    "classifier": "capjax.train.classifier",
+}
+
+
+def run_task(config: ml_collections.ConfigDict, workdir: str) -> Any:
+    """Runs the task a config names.
+
+    Raises:
+      ValueError: `config.task` is missing or unknown (the message lists the known tasks).
+    """
+    task = config.get("task")
+    if task not in TASKS:
+        raise ValueError(f"Unknown config.task {task!r}; known tasks: {', '.join(sorted(TASKS))}.")
+    return importlib.import_module(TASKS[task]).run(config, workdir)

@@ -1,0 +1,53 @@
+"""End to end through `python -m capjax.main`: the demo and every `:smoke` config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # a single CPU device, as a user's laptop has
+    return subprocess.run(
+        [sys.executable, "-m", "capjax.main", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "configs/demo.py:smoke",
+        "configs/classifier_cifar.py:smoke",
+        "configs/classifier_svhn.py:smoke",
+    ],
+)
+def test_smoke_configs_run_through_main(config, tmp_path):
+    proc = run_main(f"--config={config}", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["steps"] > 0
+    assert "test accuracy" in proc.stdout
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["task"] == "classifier"
+
+
+def test_unknown_config_field_is_an_error(tmp_path):
+    proc = run_main("--config=configs/demo.py:smoke", "--config.train.epochz=3",
+                    f"--workdir={tmp_path}")
+    assert proc.returncode != 0
+    assert "epochz" in proc.stderr
+
+
+def test_override_and_bad_source_message(tmp_path):
+    proc = run_main("--config=configs/demo.py:smoke", "--config.data.source=imagenet",
+                    f"--workdir={tmp_path}")
+    assert proc.returncode == 2
+    assert "Unknown data.source 'imagenet'" in proc.stderr and "synthetic" in proc.stderr

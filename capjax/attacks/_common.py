@@ -9,7 +9,7 @@ satisfies `|x_adv - x|_p <= eps` and `0 <= x_adv <= 1` exactly, as measured in `
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,9 +71,7 @@ def check_attack_inputs(
     if y is not None:
         if not hasattr(y, "shape") or y.ndim != 1 or y.shape[0] != x.shape[0]:
             shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
-            raise ValueError(
-                f"y must have shape (N,) = ({x.shape[0]},) to match x, got {shape}."
-            )
+            raise ValueError(f"y must have shape (N,) = ({x.shape[0]},) to match x, got {shape}.")
         if not jnp.issubdtype(y.dtype, jnp.integer):
             raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}.")
     if norm is not None and norm not in NORMS:
@@ -284,3 +282,154 @@ def require_key(key: jax.Array | None, why: str) -> jax.Array:
     if key is None:
         raise ValueError(f"{why} is random: pass key=jax.random.key(seed).")
     return key
+
+
+def input_gradient_with_aux(
+    objective: Callable[[jax.Array], tuple[jax.Array, Any]], x_adv: jax.Array
+) -> tuple[jax.Array, Any, jax.Array]:
+    """Like `input_gradient` for an objective returning (per-example values, aux), e.g. the
+    logits, so that success can be read off the same forward pass: (values, aux, grad)."""
+
+    def total(z):
+        values, aux = objective(z)
+        return jnp.sum(values), (values, aux)
+
+    grad, (values, aux) = jax.grad(total, has_aux=True)(x_adv)
+    return values, aux, grad
+
+
+def is_adversarial(logits: jax.Array, labels: jax.Array, targeted: bool) -> jax.Array:
+    """(N,) bool: the prediction differs from `labels`, or equals them when `targeted`."""
+    hit = jnp.argmax(logits, axis=-1) == labels
+    return hit if targeted else ~hit
+
+
+def check_nonnegative(validate: bool = True, **values: Any) -> None:
+    """Raises ValueError unless every concrete value is a finite number >= 0 (traced values
+    and `validate=False` skip the check), e.g. `check_nonnegative(step_size=step_size)`."""
+    if not validate:
+        return
+    for name, value in values.items():
+        if value is None or is_traced(value):
+            continue
+        v = float(np.asarray(value))
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {v}.")
+
+
+def example_keys(key: jax.Array, n: int) -> jax.Array:
+    """(n,) typed keys, one per example: `key` split n ways, or `key` itself if it holds n.
+
+    An attack that draws each example's randomness from its own key gives every example the
+    same result whatever else is in the batch, so it can be rerun on a subset (as AutoAttack
+    does with the points still robust) and agree with the full-batch run. Raw uint32 keys
+    (`jax.random.PRNGKey`) are accepted too.
+    """
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.random.split(key, n)
+    if key.shape == (n,):
+        return key
+    raise ValueError(
+        f"key must be a single key or one key per example, shape ({n},); got shape {key.shape}."
+    )
+
+
+def dlr_targeted(
+    logits: jax.Array, targets: jax.Array, labels: jax.Array | None = None
+) -> jax.Array:
+    """Per-example targeted DLR loss of Croce & Hein (2020), to be maximised.
+
+    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)` with z sorted decreasingly as z_pi. With
+    `labels=None`, z_y is the largest logit other than the target's, so maximising it makes the
+    target the prediction (the reference uses the true label, as APGD-T does).
+    """
+    logits = logits.astype(jnp.float32)
+    z_sorted = jnp.sort(logits, axis=-1)
+    target = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    if labels is None:
+        is_target = jax.nn.one_hot(targets, logits.shape[-1], dtype=bool)
+        other = jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=-1)
+    else:
+        other = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    scale = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + 1e-12
+    return -(other - target) / scale
+
+
+def attack_objective(loss: str, targeted: bool) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """`(logits, labels) -> per-example values to maximise` for a loss name.
+
+    Untargeted: "ce" cross-entropy, "margin" CW margin, "dlr" DLR of the true label. Targeted
+    (labels are the targets): their negatives, i.e. -CE and -margin of the target, and
+    `dlr_targeted` against the strongest other class.
+    """
+    if loss == "dlr":
+        return (lambda z, t: dlr_targeted(z, t)) if targeted else dlr
+    base = {"ce": cross_entropy, "margin": margin}[loss]
+    return (lambda z, t: -base(z, t)) if targeted else base
+
+
+class RunResult(NamedTuple):
+    """One run of an attack on a batch: its points, which succeeded, and a score (higher is
+    better) used to rank failed points across runs."""
+
+    x_adv: jax.Array  # (N, H, W, C)
+    success: jax.Array  # (N,) bool
+    score: jax.Array  # (N,) float32
+
+
+def merge_runs(best: RunResult, new: RunResult) -> RunResult:
+    """Per example: keep an earlier success; else take a success or a higher score from `new`."""
+    take = ~best.success & (new.success | (new.score > best.score))
+    pick = lambda a, b: jnp.where(_per_example(take, a.ndim), b, a)  # noqa: E731
+    return RunResult(*(pick(a, b) for a, b in zip(best, new, strict=True)))
+
+
+def best_of_runs(
+    run: Callable[[jax.Array, jax.Array], RunResult],
+    num_runs: int,
+    n: int,
+    parallel: bool | None = None,
+) -> RunResult:
+    """Restarts (or targets) of an attack: per example, the first successful run, else the best.
+
+    Args:
+      run: `(run_ids, rows) -> RunResult` for the examples `rows` (M,) of the batch, each in
+        run `run_ids` (M,); every example's result must depend only on its own row and run.
+      num_runs: static number of runs.
+      n: batch size.
+      parallel: True runs all runs at once on a batch of num_runs * n rows (no loop, the fast
+        shape on XLA:CPU, where loops around gradients are slow); False loops over runs and
+        skips the remaining ones once every example succeeded (less memory and work on
+        accelerators). None picks True on CPU. Both give the same result.
+    """
+    if parallel is None:
+        parallel = jax.default_backend() == "cpu"
+    rows = jnp.arange(n)
+    if num_runs == 1 or not parallel:
+        best = run(jnp.zeros(n, jnp.int32), rows)
+        if num_runs == 1:
+            return best
+
+        def body(r, best):
+            new = lambda b: merge_runs(b, run(jnp.full(n, r, jnp.int32), rows))  # noqa: E731
+            return jax.lax.cond(jnp.all(best.success), lambda b: b, new, best)
+
+        return jax.lax.fori_loop(1, num_runs, body, best)
+    stacked = run(jnp.repeat(jnp.arange(num_runs, dtype=jnp.int32), n), jnp.tile(rows, num_runs))
+    chunk = lambda r: jax.tree.map(lambda a: a[r * n : (r + 1) * n], stacked)  # noqa: E731
+    best = chunk(0)
+    for r in range(1, num_runs):
+        best = merge_runs(best, chunk(r))
+    return best
+
+
+def check_count(minimum: int = 1, **values: Any) -> None:
+    """Raises ValueError unless every value is a Python int >= minimum: static counts such as
+    `restarts` or `num_samples`, which fix the compiled program, e.g. `check_count(restarts=1)`."""
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be a Python int (it is static), got {value!r}.")
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value}.")

@@ -1,0 +1,259 @@
+"""`python -m capjax.bench attacks`: compile time, images/s and loop overhead of each attack.
+
+Runs every attack named in `--attacks` on a randomly initialised classifier and random
+images (throughput does not depend on the weights), jitted with the model variables as
+arguments, as a user's evaluation would. Per attack it prints:
+
+- compile (s): `jax.jit(...).lower(...).compile()` wall time;
+- images/s: batch / median wall time of `--repeats` steady-state calls (`block_until_ready`);
+- grads: input-gradient evaluations per call (steps x restarts x binary-search rounds x
+  target classes, as the call's options say);
+- overhead: T_attack / (grads x T_grad), T_grad being one jitted forward + input gradient of
+  the cross-entropy at the same batch; 1.0 means the attack costs exactly its gradients;
+- GFLOP/s: XLA's FLOP count of that compiled gradient x grads / T_attack (the useful rate).
+
+grads is read off the call's options, so it is exact for the gradient attacks here (FGSM,
+PGD, MI-FGSM, TI-DIM, CW, DDN) but only an iteration count for score-based attacks (square,
+SPSA: forward passes) and composites (AutoAttack); read their overhead with that in mind.
+
+Attack names are functions of `capjax.attacks` submodules, optionally followed by a step
+count: `pgd20` is `pgd(..., steps=20)`, `cw_l2100` is `cw_l2(..., steps=100)`. Options not
+given take the bench table `SETTINGS` below, then eps = 8/255, step_size = 2/255, steps = 10.
+
+    python -m capjax.bench attacks --model tiny --batch 128
+    python -m capjax.bench attacks --model resnet18 --dtype bfloat16 --attacks pgd10,apgd100
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import capjax.attacks
+from capjax.attacks._common import cross_entropy
+from capjax.bench.report import compiled_flops, describe_device, print_table
+from capjax.models import get_classifier
+
+DEFAULT_ATTACKS = "fgsm,pgd10,mifgsm10,cw_l2,ddn"
+# Required options nobody set: the L-inf CIFAR threat model.
+GENERIC = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+# Per-attack call settings of this bench. The minimum-norm attacks run shortened here so the
+# default bench fits in a couple of CPU minutes; images/s of the full attack scale with grads.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "cw_l2": {"steps": 20, "binary_search_steps": 2},
+    "ddn": {"steps": 20},
+    "stadv": {"steps": 20},
+}
+# Options whose product counts the gradient evaluations of one call.
+COST_OPTIONS = ("steps", "restarts", "binary_search_steps", "num_target_classes")
+MODEL_ARGS = ("logits_fn", "features_fn", "class_activation_fn")
+
+
+def attack_functions() -> dict[str, Callable]:
+    """Public functions of capjax.attacks submodules that take a model callable and x."""
+    found = {}
+    for info in pkgutil.iter_modules(capjax.attacks.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"capjax.attacks.{info.name}")
+        for name, fn in vars(module).items():
+            if name.startswith("_") or not inspect.isfunction(fn):
+                continue
+            if fn.__module__ != module.__name__:
+                continue
+            params = list(inspect.signature(fn).parameters)
+            if len(params) >= 2 and params[0] in MODEL_ARGS and params[1] == "x":
+                found[name] = fn
+    return found
+
+
+def parse_attack(spec: str, functions: dict[str, Callable]) -> tuple[str, dict[str, Any]]:
+    """ "pgd20" -> ("pgd", {"steps": 20}); exact names win ("cw_l2" is not cw_l + 2 steps)."""
+    if spec in functions:
+        return spec, {}
+    for cut in range(len(spec) - 1, 0, -1):
+        base, digits = spec[:cut], spec[cut:]
+        if digits.isdigit() and base in functions:
+            return base, {"steps": int(digits)}
+    raise SystemExit(f"unknown attack {spec!r}; known: {', '.join(sorted(functions))}")
+
+
+def call_options(name: str, fn: Callable, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options the bench passes, and (separately) whether it needs a key."""
+    signature = inspect.signature(fn)
+    options = {**SETTINGS.get(name, {}), **overrides}
+    for param in signature.parameters.values():
+        if param.kind != param.KEYWORD_ONLY or param.name in options or param.name == "key":
+            continue
+        if param.default is param.empty:
+            if param.name not in GENERIC:
+                raise SystemExit(f"{name}: no bench value for its required option {param.name!r}")
+            options[param.name] = GENERIC[param.name]
+    return options
+
+
+def grad_count(fn: Callable, options: dict[str, Any]) -> int:
+    signature = inspect.signature(fn)
+    count = 1
+    for option in COST_OPTIONS:
+        if option in options:
+            count *= int(options[option])
+        elif option in signature.parameters:
+            default = signature.parameters[option].default
+            if isinstance(default, int) and not isinstance(default, bool):
+                count *= default
+    return max(count, 1)
+
+
+def model_callable(kind: str, model, variables) -> Callable:
+    if kind == "logits_fn":
+        return lambda x: model.apply(variables, x, train=False)
+    if kind == "features_fn":
+        return lambda x: model.apply(variables, x, train=False, return_features=True)[1]
+    from capjax.attacks.feature import zoo_class_activation_fn
+
+    return zoo_class_activation_fn(model, variables)
+
+
+def timed(compiled: Callable, args: tuple, repeats: int) -> float:
+    """Median steady-state seconds per call (after one warm-up call)."""
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float]:
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m capjax.bench attacks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default="tiny", help="classifier registry name")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="model compute dtype (images stay float32)",
+    )
+    parser.add_argument(
+        "--attacks",
+        default=DEFAULT_ATTACKS,
+        help=f"comma-separated attacks with optional step suffix (default: {DEFAULT_ATTACKS})",
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--unroll",
+        default=None,
+        help="pass unroll=<int|true|false> to every attack (default: theirs)",
+    )
+    parser.add_argument("--num-classes", type=int, default=10)
+    return parser.parse_args(argv)
+
+
+def run(argv: list[str]) -> None:
+    args = parse(argv)
+    functions = attack_functions()
+    specs = [parse_attack(s.strip(), functions) for s in args.attacks.split(",") if s.strip()]
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
+    model = get_classifier(args.model, num_classes=args.num_classes, dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (args.batch, 32, 32, 3)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, args.num_classes, args.batch).astype(np.int32))
+    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    key = jax.random.key(1)
+    unroll = None
+    if args.unroll is not None:
+        flags = {"true": True, "false": False}
+        unroll = flags.get(args.unroll.lower(), None)
+        unroll = int(args.unroll) if unroll is None else unroll
+
+    def forward(v, x):
+        return model.apply(v, x, train=False)
+
+    def loss_gradient(v, x, y):
+        return jax.grad(lambda z: jnp.sum(cross_entropy(forward(v, z), y)))(x)
+
+    fwd, _ = compile_timed(forward, (variables, x))
+    grad, _ = compile_timed(loss_gradient, (variables, x, y))
+    t_grad = timed(grad, (variables, x, y), max(args.repeats, 5))
+    fwd_flops, grad_flops = compiled_flops(fwd), compiled_flops(grad)
+    print(describe_device())
+    print(f"model={args.model} dtype={args.dtype} batch={args.batch} image=32x32x3")
+    if fwd_flops and grad_flops:
+        print(
+            f"forward {fwd_flops / args.batch / 1e6:.1f} MFLOP/image, forward+input gradient "
+            f"{grad_flops / args.batch / 1e6:.1f} MFLOP/image ({grad_flops / fwd_flops:.2f}x "
+            "forward; XLA cost analysis of the compiled functions)"
+        )
+    print(f"T_grad = {t_grad * 1e3:.1f} ms ({args.batch / t_grad:,.0f} images/s)\n")
+
+    rows = []
+    for name, overrides in specs:
+        fn = functions[name]
+        options = call_options(name, fn, overrides)
+        params = inspect.signature(fn).parameters
+        if unroll is not None and "unroll" in params:
+            options["unroll"] = unroll
+        k = grad_count(fn, options)
+        start = time.perf_counter()
+        rows.append(
+            bench_attack(
+                name, fn, options, variables, x, y, key, model, args, t_grad, grad_flops, k
+            )
+        )
+        print(f"  {name}: measured in {time.perf_counter() - start:.0f} s", flush=True)
+    print()
+    print_table(rows)
+    print(
+        "overhead = T_attack / (grads x T_grad); GFLOP/s = forward+gradient FLOPs (XLA) x grads "
+        "/ T_attack."
+    )
+
+
+def bench_attack(name, fn, options, variables, x, y, key, model, args, t_grad, grad_flops, k):
+    params = list(inspect.signature(fn).parameters)
+    kind = params[0]
+    takes_y = len(params) > 2 and params[2] == "y"
+    takes_key = "key" in params
+
+    def attack(v, x, y, key):
+        positional = (x, y) if takes_y else (x,)
+        extra = {"key": key} if takes_key else {}
+        out = fn(model_callable(kind, model, v), *positional, **options, **extra)
+        return out[0] if isinstance(out, tuple) else out
+
+    call_args = (variables, x, y, key)
+    compiled, compile_s = compile_timed(attack, call_args)
+    t = timed(compiled, call_args, args.repeats)
+    shown = {o: v for o, v in options.items() if o in COST_OPTIONS or o == "unroll"}
+    return {
+        "attack": name,
+        "options": " ".join(f"{o}={v}" for o, v in shown.items()) or "-",
+        "compile (s)": f"{compile_s:.1f}",
+        "call (ms)": f"{t * 1e3:.0f}",
+        "images/s": f"{args.batch / t:,.1f}",
+        "grads": k,
+        "overhead": f"{t / (k * t_grad):.2f}",
+        "GFLOP/s": f"{grad_flops * k / t / 1e9:.1f}" if grad_flops else "n/a",
+    }

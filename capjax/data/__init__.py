@@ -1,0 +1,22 @@
+"""Datasets as host uint8 arrays, a deterministic resumable batch iterator, and on-device
+augmentation.
+
+    ds = load_dataset("synthetic")                      # or "folder", "tfds"
+    it = BatchIterator(ds.train_images, ds.train_labels, global_batch_size=128, seed=0)
+    batch = next(it)                                    # {"image": uint8, "label": int32}
+    x = augment_batch(batch["image"], key)              # inside jit: float32 in [0, 1]
+"""
+
+from capjax.data.augment import augment_batch, to_float
+from capjax.data.dataset import SOURCES, Dataset, load_dataset
+from capjax.data.iterator import BatchIterator, eval_batches
+
+__all__ = [
+    "SOURCES",
+    "BatchIterator",
+    "Dataset",
+    "augment_batch",
+    "eval_batches",
+    "load_dataset",
+    "to_float",
+]

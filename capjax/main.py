@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,6 +28,8 @@ def main(argv: list[str]) -> None:
     from capjax.train.mesh import maybe_initialize_distributed
     from capjax.train.tasks import run_task
 
+    if not os.environ.get("CAPJAX_DEBUG"):
+        logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     maybe_initialize_distributed()
     config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)

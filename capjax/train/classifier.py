@@ -217,6 +217,8 @@ def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTr
         momentum=t.momentum,
         nesterov=t.nesterov,
         weight_decay=t.weight_decay,
+        b1=t.b1,
+        b2=t.b2,
     )
     return ClassifierTrainer(
         model=build_classifier(config.model, num_classes),

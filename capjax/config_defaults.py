@@ -57,6 +57,8 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
             "checkpoint_every_steps": 0,  # 0: every epoch
             "keep_checkpoints": 3,
             "eval_every_epochs": 0,  # 0: only at the end
+            "b1": 0.9,  # Adam's betas (optimizer=adam)
+            "b2": 0.999,
         }
     )
     config.update(overrides)
@@ -110,4 +112,84 @@ def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     config.train.log_every_steps = 2
     if config.model.name == "tiny":
         config.model.kwargs = {"widths": (8, 16, 32)}
+    return config
+
+
+def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDict:
+    """CAFD with the authors' code's defaults (papers/README.md), on a tfds dataset."""
+    return ml_collections.ConfigDict(
+        {
+            "task": "cafd",
+            "seed": 0,
+            "data": data_config("tfds", data_name),
+            "target": {
+                "workdir": ml_collections.FieldReference(None, field_type=str),
+                "model": model_config("vgg19"),
+                "train": train_config(),
+            },
+            "cafd": {
+                "dtype": "float32",
+                "denoiser": {
+                    "widths": [64, 128, 256, 256, 256],
+                    "encoder_blocks": [2, 3, 3, 3, 3],
+                    "decoder_blocks": [3, 3, 3, 2],
+                },
+                "discriminator": {"widths": [32, 64, 128, 128], "hidden": 100},
+                "loss_form": "eq7",  # eq7: CAFD; eq6: CAFD'
+                "class_weights": "softmax",  # Eq. 7 weight rows: softmax | argmax (authors)
+                "cam_classes": "clean",  # Eq. 6 classes: clean | own
+                "cam_normalize": "per_image",  # per_image | batch (authors)
+                "lambda_caf": lambda_caf,  # Eq. 10 lambda1
+                "lambda_adv": 5e-3,  # Eq. 10 lambda2
+                "attack": {"eps": 8 / 255, "step_size": 0.01, "steps": 100},
+            },
+            "train": train_config(
+                epochs=70,
+                batch_size=300,
+                optimizer="adam",
+                learning_rate=1e-3,
+                weight_decay=2e-4,
+                schedule="step",
+                milestones=[40, 50, 60],
+                gamma=0.3,
+                log_every_steps=20,
+            ),
+            "eval": {
+                "num_examples": 1000,
+                "batch_size": 200,
+                "pgd": {"eps": 8 / 255, "step_size": 0.01, "steps": 40},
+                "figure_examples": 6,
+                # The paper's accuracies for this setting (clean and PGD, defended), if any.
+                "paper": {"clean": -1.0, "pgd": -1.0},
+            },
+        }
+    )
+
+
+def shrink_cafd_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Seconds on a CPU: synthetic data, tiny target/denoiser, CAFA-3, one short epoch each."""
+    config.data.source = "synthetic"
+    config.data.num_train = 256
+    config.data.num_test = 128
+    config.target.model.name = "tiny"
+    config.target.model.kwargs = {"widths": (8, 16, 32)}
+    config.target.train.update(
+        {
+            "epochs": 2,
+            "batch_size": 64,
+            "eval_batch_size": 128,
+            "learning_rate": 0.05,
+            "log_every_steps": 2,
+        }
+    )
+    config.cafd.denoiser.widths = [8, 16, 16]
+    config.cafd.denoiser.encoder_blocks = [1, 1, 1]
+    config.cafd.denoiser.decoder_blocks = [1, 1]
+    config.cafd.discriminator.widths = [8, 16]
+    config.cafd.discriminator.hidden = 16
+    config.cafd.attack.steps = 3
+    config.train.update({"epochs": 1, "batch_size": 64, "log_every_steps": 2, "milestones": []})
+    config.eval.update({"num_examples": 64, "batch_size": 64, "figure_examples": 4})
+    config.eval.pgd.steps = 3
+    config.eval.paper = {"clean": -1.0, "pgd": -1.0}  # synthetic data: nothing to compare
     return config

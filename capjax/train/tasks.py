@@ -9,6 +9,7 @@ import ml_collections
 
 TASKS = {
     "classifier": "capjax.train.classifier",
+    "cafd": "capjax.train.cafd",
 }
 
 

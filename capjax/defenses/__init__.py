@@ -1,0 +1,1 @@
+"""Purification defenses: one module per defense (its losses, train step and `purify`)."""

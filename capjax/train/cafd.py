@@ -1,0 +1,167 @@
+"""The CAFD task: target classifier, then the denoiser, then the evaluation, in one command.
+
+    python -m capjax.main --config=configs/cafd_cifar.py --workdir=DIR
+
+Stages, each resumable and skipped once finished:
+1. the target classifier (VGG-19-BN by default) in `DIR/target`, unless
+   `config.target.workdir` names a finished classifier run to use;
+2. the CAFD denoiser and discriminator (`capjax.defenses.cafd`) in `DIR/checkpoints`;
+3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
+   `report.md` and `figure.png` in DIR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from capjax import data as data_lib
+from capjax.attacks.feature import zoo_class_activation_fn
+from capjax.defenses.cafd import CAFDTrainer
+from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
+from capjax.models.denoiser import CAFDDiscriminator, DUNet
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+from capjax.train.loop import LoopConfig, fit
+from capjax.train.optim import learning_rate_schedule, make_optimizer
+
+
+def target_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The classifier config of the target: CAFD's data and seed, the `target` section's rest."""
+    return ml_collections.ConfigDict(
+        {
+            "task": "classifier",
+            "seed": config.seed,
+            "data": config.data,
+            "model": config.target.model,
+            "train": config.target.train,
+        }
+    )
+
+
+def prepare_target(config, workdir: str, dataset: data_lib.Dataset, mesh):
+    """(model, variables) of the target: restored from `target.workdir`, or trained here."""
+    t_config = target_config(config)
+    source = config.target.get("workdir")
+    if source:
+        return classifier_lib.restore_classifier(
+            t_config, source, dataset.num_classes, dataset.image_shape
+        )
+    target_dir = os.path.join(workdir, "target")
+    trainer, result, _ = classifier_lib.train_classifier(t_config, target_dir, dataset, mesh)
+    return trainer.model, result.state.variables
+
+
+def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
+    c, t = config.cafd, config.train
+    schedule = learning_rate_schedule(
+        base=t.learning_rate,
+        kind=t.schedule,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=t.epochs * steps_per_epoch,
+        milestones=tuple(t.milestones),
+        gamma=t.gamma,
+    )
+
+    def optimizer():
+        return make_optimizer(
+            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
+        )
+
+    dtype = classifier_lib.parse_dtype(c.dtype, "cafd.dtype")
+    return CAFDTrainer(
+        denoiser=DUNet(
+            widths=tuple(c.denoiser.widths),
+            encoder_blocks=tuple(c.denoiser.encoder_blocks),
+            decoder_blocks=tuple(c.denoiser.decoder_blocks),
+            dtype=dtype,
+        ),
+        discriminator=CAFDDiscriminator(
+            widths=tuple(c.discriminator.widths), hidden=c.discriminator.hidden, dtype=dtype
+        ),
+        target=target_model,
+        target_variables=target_variables,
+        denoiser_tx=optimizer(),
+        discriminator_tx=optimizer(),
+        schedule=schedule,
+        loss_form=c.loss_form,
+        class_weights=c.class_weights,
+        cam_classes=c.cam_classes,
+        cam_normalize=c.cam_normalize,
+        lambda_caf=c.lambda_caf,
+        lambda_adv=c.lambda_adv,
+        attack_eps=c.attack.eps,
+        attack_step_size=c.attack.step_size,
+        attack_steps=c.attack.steps,
+    )
+
+
+def fingerprint(config) -> dict[str, Any]:
+    return {"task": "cafd", "target": config.target.model.name, "loss_form": config.cafd.loss_form}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: target, denoiser, evaluation; returns the results dict."""
+    mesh = mesh_lib.make_mesh()
+    classifier_lib.validate_config(target_config(config), mesh)
+    mesh_lib.check_global_batch(config.train.batch_size, mesh)
+    dataset = classifier_lib.load_data(config, workdir)
+    target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
+
+    batches = data_lib.BatchIterator(
+        dataset.train_images,
+        dataset.train_labels,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
+    t = config.train
+    result = fit(
+        init_state=lambda key: trainer.init_state(key, dataset.image_shape),
+        train_step=trainer.train_step,
+        batches=batches,
+        workdir=workdir,
+        config=LoopConfig(
+            num_steps=t.epochs * batches.steps_per_epoch,
+            log_every=t.log_every_steps,
+            checkpoint_every=t.checkpoint_every_steps or batches.steps_per_epoch,
+            keep_checkpoints=t.keep_checkpoints,
+            seed=config.seed,
+            description="train CAFD denoiser",
+        ),
+        fingerprint=fingerprint(config),
+        mesh=mesh,
+        run_config=json.loads(config.to_json_best_effort()),
+    )
+    results = evaluate_purifier(
+        logits_fn=classifier_lib.eval_logits_fn(target_model, target_variables),
+        purify=trainer.purify(result.state),
+        dataset=dataset,
+        eval_config=config.eval,
+        mesh=mesh,
+        cam_fn=zoo_class_activation_fn(target_model, target_variables, kind="map"),
+        seed=config.seed,
+    )
+    results.update(
+        {
+            "task": "cafd",
+            "dataset": dataset.name,
+            "denoiser_steps": result.step,
+            "loss_form": config.cafd.loss_form,
+            "target": config.target.model.name,
+        }
+    )
+    paper = {
+        "clean (purified)": config.eval.paper.clean,
+        "PGD on classifier, then purified": config.eval.paper.pgd,
+    }
+    paper = {row: value for row, value in paper.items() if value >= 0}
+    title = "CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)"
+    write_purifier_report(workdir, results, title=title, paper=paper or None)
+    return results

@@ -1,0 +1,64 @@
+"""CAFD end to end on the synthetic data: target, denoiser, evaluation, report files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from capjax.train.tasks import run_task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_config(name: str, variant: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def small_cafd_config():
+    """A target good enough to be worth defending (about 80% clean), trained in seconds."""
+    config = load_config("cafd_cifar.py", "smoke")
+    config.data.num_train = 4096
+    config.data.num_test = 256
+    config.data.augment.crop_padding = 0
+    config.data.augment.flip = False
+    config.target.train.update(
+        {
+            "optimizer": "adam",
+            "learning_rate": 3e-3,
+            "schedule": "cosine",
+            "weight_decay": 0.0,
+            "epochs": 6,
+        }
+    )
+    config.train.update({"epochs": 2, "learning_rate": 3e-3})
+    config.eval.update({"num_examples": 128, "batch_size": 128})
+    config.eval.pgd.steps = 5
+    return config
+
+
+def test_cafd_raises_accuracy_under_pgd_in_the_papers_threat_model(tmp_path):
+    # Measured when written: clean 81%, PGD 0% undefended, 17% after purification.
+    results = run_task(small_cafd_config(), str(tmp_path))
+    acc = results["accuracy"]
+    assert acc["clean (no defense)"] >= 0.6, acc
+    assert acc["PGD on classifier, then purified"] >= acc["PGD on classifier (no defense)"] + 0.08
+    for name in ("results.json", "report.md", "figure.png", "config.json", "metrics.jsonl"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == acc
+    assert (tmp_path / "target" / "checkpoints").is_dir()  # the target stage ran there
+
+
+def test_target_checkpoint_of_another_model_is_named_in_the_error(tmp_path):
+    config = load_config("cafd_cifar.py", "smoke")
+    config.target.train.epochs = 1
+    run_task(load_config("classifier_cifar.py", "smoke,model=tiny"), str(tmp_path / "clf"))
+    config.target.workdir = str(tmp_path / "clf")
+    config.target.model.kwargs = {"widths": (8, 16, 48)}  # not what that run trained
+    with pytest.raises(ValueError, match="does not match this run"):
+        run_task(config, str(tmp_path / "cafd"))

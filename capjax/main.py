@@ -13,7 +13,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/demo.py or configs/x.py:variant.",
+    "config",
+    None,
+    "Experiment config file, e.g. configs/demo.py or configs/x.py:variant.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")

@@ -17,7 +17,11 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
     env.pop("XLA_FLAGS", None)  # a single CPU device, as a user's laptop has
     return subprocess.run(
         [sys.executable, "-m", "capjax.main", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -40,14 +44,16 @@ def test_smoke_configs_run_through_main(config, tmp_path):
 
 
 def test_unknown_config_field_is_an_error(tmp_path):
-    proc = run_main("--config=configs/demo.py:smoke", "--config.train.epochz=3",
-                    f"--workdir={tmp_path}")
+    proc = run_main(
+        "--config=configs/demo.py:smoke", "--config.train.epochz=3", f"--workdir={tmp_path}"
+    )
     assert proc.returncode != 0
     assert "epochz" in proc.stderr
 
 
 def test_override_and_bad_source_message(tmp_path):
-    proc = run_main("--config=configs/demo.py:smoke", "--config.data.source=imagenet",
-                    f"--workdir={tmp_path}")
+    proc = run_main(
+        "--config=configs/demo.py:smoke", "--config.data.source=imagenet", f"--workdir={tmp_path}"
+    )
     assert proc.returncode == 2
     assert "Unknown data.source 'imagenet'" in proc.stderr and "synthetic" in proc.stderr

@@ -23,10 +23,16 @@ from capjax.train.classifier import build_classifier, make_trainer
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m capjax.bench train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny,resnet18",
-                        help="comma-separated classifier names (default: tiny,resnet18)")
+    parser = argparse.ArgumentParser(
+        prog="python -m capjax.bench train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="tiny,resnet18",
+        help="comma-separated classifier names (default: tiny,resnet18)",
+    )
     parser.add_argument("--batch", type=int, default=128, help="global batch size")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
@@ -85,8 +91,9 @@ def bench_model(name: str, batch: int, dtype: str, steps: int, repeats: int) -> 
 
 
 def _config(name: str, batch: int, dtype: str):
-    config = classifier_config(data=data_config("synthetic"), model=model_config(name),
-                               batch_size=batch)
+    config = classifier_config(
+        data=data_config("synthetic"), model=model_config(name), batch_size=batch
+    )
     config.model.dtype = dtype
     build_classifier(config.model, 10)  # validates the name before anything compiles
     return config

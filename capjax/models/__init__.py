@@ -4,7 +4,10 @@ Every classifier takes [0, 1] NHWC images, `train` (BatchNorm mode) and `return_
 (also return the last convolutional feature map), and names its final linear layer `head`.
 """
 
+from capjax.models import resnet as _resnet  # noqa: F401  (registers resnet*, preact_resnet18)
 from capjax.models import tiny as _tiny  # noqa: F401  (registers "tiny")
+from capjax.models import vgg as _vgg  # noqa: F401  (registers vgg11/16/19)
+from capjax.models import wrn as _wrn  # noqa: F401  (registers wrn, wrn28_10)
 from capjax.models.registry import classifier_names, get_classifier, register_classifier
 
 __all__ = ["classifier_names", "get_classifier", "register_classifier"]

@@ -10,7 +10,9 @@ import flax.linen as nn
 _CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register_classifier(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+def register_classifier(
+    name: str,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering `factory(**kwargs) -> nn.Module` under `name`."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:

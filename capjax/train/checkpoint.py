@@ -99,8 +99,9 @@ class Checkpointer:
         found = meta.get("fingerprint", {}) if meta else {}
         mismatched = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
         if mismatched:
-            details = ", ".join(f"{k}: checkpoint has {a!r}, config wants {b!r}"
-                                for k, (a, b) in mismatched.items())
+            details = ", ".join(
+                f"{k}: checkpoint has {a!r}, config wants {b!r}" for k, (a, b) in mismatched.items()
+            )
             raise ValueError(
                 f"The checkpoint in {self.directory} (step {step}) does not match this run "
                 f"({details}). Refusing to resume or overwrite it: use another --workdir, or "

@@ -260,8 +260,11 @@ def train_classifier(
     def evaluate(state):
         logits_fn = trainer.logits_fn(state.variables)
         acc = accuracy(
-            logits_fn, dataset.test_images, dataset.test_labels,
-            batch_size=t.eval_batch_size, mesh=mesh,
+            logits_fn,
+            dataset.test_images,
+            dataset.test_labels,
+            batch_size=t.eval_batch_size,
+            mesh=mesh,
         )
         return {"accuracy": acc}
 
@@ -288,16 +291,20 @@ def train_classifier(
     return trainer, result, dataset
 
 
-def restore_classifier(config: ml_collections.ConfigDict, workdir: str, num_classes: int,
-                       image_shape: tuple[int, ...]):
+def restore_classifier(
+    config: ml_collections.ConfigDict, workdir: str, num_classes: int, image_shape: tuple[int, ...]
+):
     """(model, variables) of the classifier a finished `classifier` run left in `workdir`.
 
     Raises:
       ValueError: no checkpoint there, or it belongs to another model.
     """
     model = build_classifier(config.model, num_classes)
-    trainer = ClassifierTrainer(model=model, tx=make_trainer(config, 1, num_classes).tx,
-                                schedule=optax.constant_schedule(0.0))
+    trainer = ClassifierTrainer(
+        model=model,
+        tx=make_trainer(config, 1, num_classes).tx,
+        schedule=optax.constant_schedule(0.0),
+    )
     abstract = jax.eval_shape(lambda k: trainer.init_state(k, image_shape), jax.random.key(0))
     target = abstract_on(abstract, mesh_lib.replicated(mesh_lib.make_mesh()))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -330,10 +337,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "test_accuracy": acc,
         "num_test": int(len(dataset.test_labels)),
     }
-    append_jsonl(os.path.join(workdir, "metrics.jsonl"), {"split": "test", "step": result.step,
-                                                          "accuracy": acc})
+    append_jsonl(
+        os.path.join(workdir, "metrics.jsonl"),
+        {"split": "test", "step": result.step, "accuracy": acc},
+    )
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "results.json"), results)
-    print(f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
-          f"({len(dataset.test_labels)} images, {result.step} steps)")
+    print(
+        f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
+        f"({len(dataset.test_labels)} images, {result.step} steps)"
+    )
     return results

@@ -93,7 +93,8 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
 
     model, variables = restore_classifier(config, str(tmp_path / "resumed"), 10, (32, 32, 3))
     np.testing.assert_array_equal(
-        variables["params"]["head"]["kernel"], jax.device_get(straight.state.params)["head"]["kernel"]
+        variables["params"]["head"]["kernel"],
+        jax.device_get(straight.state.params)["head"]["kernel"],
     )
 
 

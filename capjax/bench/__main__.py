@@ -12,6 +12,7 @@ import sys
 BENCHMARKS = {
     "train": "training images/s and compile time of the classifier train step",
     "attacks": "images/s, compile time and loop overhead of each attack",
+    "cafd": "CAFD train-step time, split into the CAFA attack and the two updates",
 }
 
 

@@ -26,6 +26,7 @@ from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
+from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import LoopConfig, fit
 from capjax.train.optim import learning_rate_schedule, make_optimizer
 
@@ -98,6 +99,40 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         attack_step_size=c.attack.step_size,
         attack_steps=c.attack.steps,
     )
+
+
+def load_purifier(config: ml_collections.ConfigDict, workdir: str):
+    """(purify, classifier logits_fn) of a finished CAFD run in `workdir`, for attacks and eval.
+
+    Raises:
+      ValueError: the run has not finished, or its checkpoints belong to another config.
+    """
+    mesh = mesh_lib.make_mesh()
+    dataset = classifier_lib.load_data(config, workdir)
+    target_dir = config.target.get("workdir") or os.path.join(workdir, "target")
+    target_model, target_variables = classifier_lib.restore_classifier(
+        target_config(config), target_dir, dataset.num_classes, dataset.image_shape
+    )
+    steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
+    trainer = make_trainer(config, target_model, target_variables, steps_per_epoch)
+    abstract = jax.eval_shape(
+        lambda key: trainer.init_state(key, dataset.image_shape), jax.random.key(0)
+    )
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        expected_step = config.train.epochs * steps_per_epoch
+        if checkpointer.latest_step() != expected_step:
+            raise ValueError(
+                f"The CAFD run in {workdir} has not finished (checkpoint step "
+                f"{checkpointer.latest_step()} of {expected_step}); run it to the end first."
+            )
+        state, _ = checkpointer.restore(
+            abstract_on(abstract, mesh_lib.replicated(mesh)),
+            dict(fingerprint(config), **state_fingerprint(abstract)),
+        )
+    finally:
+        checkpointer.close()
+    return trainer.purify(state), classifier_lib.eval_logits_fn(target_model, target_variables)
 
 
 def fingerprint(config) -> dict[str, Any]:

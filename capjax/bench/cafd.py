@@ -1,0 +1,130 @@
+"""`python -m capjax.bench cafd`: CAFD train-step time, split into CAFA and the two updates.
+
+Times the exact jitted step of the CAFD task (CAFA against the frozen target, one
+discriminator update, one denoiser update) on random data with a randomly initialised target
+(throughput does not depend on the weights), and the CAFA attack alone; the updates' share is
+the difference.
+
+    python -m capjax.bench cafd --size smoke --batch 32
+    python -m capjax.bench cafd --size full --batch 300 --dtype bfloat16   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import numpy as np
+
+from capjax.bench.report import describe_device, print_table
+from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
+from capjax.train import cafd as cafd_task
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m capjax.bench cafd",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--size",
+        choices=["smoke", "full"],
+        default="smoke",
+        help="smoke: the :smoke networks; full: VGG-19 target and full DUNET",
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--attack-steps",
+        type=int,
+        default=None,
+        help="CAFA iterations (default: 5 for smoke, 100 for full)",
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    jax.block_until_ready(fn())  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(argv: list[str]) -> None:
+    args = parse(argv)
+    config = cafd_config(data_name="cifar10", lambda_caf=1e3)
+    if args.size == "smoke":
+        shrink_cafd_to_smoke(config)
+        config.cafd.attack.steps = 5
+    if args.attack_steps is not None:
+        config.cafd.attack.steps = args.attack_steps
+    config.cafd.dtype = args.dtype
+    config.target.model.dtype = args.dtype
+
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_global_batch(args.batch, mesh, "--batch")
+    target = classifier_lib.build_classifier(config.target.model, 10)
+    target_variables = jax.jit(target.init)(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
+    trainer = cafd_task.make_trainer(config, target, target_variables, steps_per_epoch=100)
+    rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
+    state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
+        jax.random.key(1)
+    )
+    rng = np.random.default_rng(0)
+    batch = mesh_lib.shard_batch(
+        {
+            "image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
+            "label": rng.integers(0, 10, (args.batch,), dtype=np.int32),
+        },
+        mesh,
+    )
+    key = jax.random.key(2)
+    step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    attack = jax.jit(
+        lambda variables, images, k: trainer.attack(variables, images.astype("float32") / 255, k),
+        in_shardings=(rep, data, rep),
+        out_shardings=data,
+    )
+    start = time.perf_counter()
+    step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+    step_s = _median_seconds(lambda: step(state, batch, key), args.repeats)
+    attack_s = _median_seconds(
+        lambda: attack(state.target_variables, batch["image"], key), args.repeats
+    )
+    print(describe_device())
+    print(
+        f"CAFD step, size={args.size}, target={config.target.model.name}, "
+        f"CAFA-{config.cafd.attack.steps}, dtype={args.dtype}, batch={args.batch}"
+    )
+    print_table(
+        [
+            {
+                "part": "whole step",
+                "ms": f"{step_s * 1e3:.1f}",
+                "images/s": f"{args.batch / step_s:,.1f}",
+                "compile (s)": f"{compile_s:.1f}",
+            },
+            {
+                "part": "CAFA attack",
+                "ms": f"{attack_s * 1e3:.1f}",
+                "images/s": f"{args.batch / attack_s:,.1f}",
+                "compile (s)": "",
+            },
+            {
+                "part": "D + C updates (difference)",
+                "ms": f"{(step_s - attack_s) * 1e3:.1f}",
+                "images/s": "",
+                "compile (s)": "",
+            },
+        ]
+    )

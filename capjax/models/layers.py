@@ -24,6 +24,40 @@ def normalize(x: jnp.ndarray, mean: Sequence[float] | None, std: Sequence[float]
     return (x - mean) / std
 
 
+# He et al. (2015) init for ReLU networks, fan-out mode as in torchvision's ResNet/VGG and the
+# WRN reference code: it keeps activation variance roughly constant through depth, so even
+# an untrained deep model in eval mode (running stats 0/1, no normalisation yet) produces
+# non-vanishing features, unlike Flax's default LeCun init (variance halves per ReLU layer).
+CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv(
+    features: int,
+    kernel: int,
+    stride: int,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    name: str | None = None,
+) -> nn.Conv:
+    """Bias-free square convolution padded by kernel // 2 on each side, He-initialised.
+
+    Symmetric padding (not XLA "SAME", which pads (0, 1) at stride 2) gives the same
+    windows as the PyTorch reference models. Shared by the zoo's ResNets, WRN and VGG.
+    """
+    pad = kernel // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=stride,
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=CONV_INIT,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
 def classifier_head(
     features: jnp.ndarray, num_classes: int, dtype: Dtype, param_dtype: Dtype
 ) -> jnp.ndarray:

@@ -78,3 +78,9 @@ def trained_classifier() -> TrainedClassifier:
     acc = float(jnp.mean(jnp.argmax(clf.logits_fn(clf.x), -1) == clf.y))
     assert acc >= 0.9, f"fixture classifier too weak to test attacks on: clean acc {acc}"
     return clf
+
+
+@pytest.fixture(scope="session")
+def clf(trained_classifier: TrainedClassifier) -> TrainedClassifier:
+    """Short alias of `trained_classifier`."""
+    return trained_classifier

@@ -1,0 +1,484 @@
+"""Auto-PGD (APGD) and its targeted version APGD-T.
+
+Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks", ICML 2020 (arXiv:2003.01690). APGD is PGD with momentum and a step
+size that starts at 2 * eps and is halved at checkpoints when progress stalls; there it also
+restarts from the best point found. Defaults are those of the paper and of the authors'
+AutoAttack code (fra31/auto-attack): 100 iterations, momentum 0.75, rho = 0.75, checkpoints at
+the fractions p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) of the
+iterations, a random start on the eps-sphere, and APGD-T on the targeted DLR loss against the
+9 classes with the highest clean logits after the top one.
+
+Every example carries its own state (step size, best point, checkpoint statistics) and draws
+its randomness from its own key, so an example's result does not depend on the rest of the
+batch. The checkpoints are static, so one attack is one compiled loop (`attack_loop`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from capjax.attacks._common import (
+    RunResult,
+    attack_loop,
+    attack_objective,
+    best_of_runs,
+    check_attack_inputs,
+    check_count,
+    dlr_targeted,
+    example_keys,
+    input_gradient_with_aux,
+    is_adversarial,
+    normalize_direction,
+    num_classes_of,
+    project,
+    require_key,
+)
+
+# Momentum of the APGD update (the paper's alpha); the first step has none.
+MOMENTUM = 0.75
+
+
+def checkpoints(steps: int) -> dict[int, int]:
+    """{iteration index (0-based) after which to check: length of the window it closes}.
+
+    The paper's fractions rounded down as the reference code does: a first window of
+    int(0.22 * steps), then each shorter by int(0.03 * steps) down to int(0.06 * steps), all
+    at least 1. For 100 steps the checks fall after iterations 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    window = max(int(0.22 * steps), 1)
+    shrink, floor = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    out, end = {}, window
+    while end <= steps:
+        out[end - 1] = window
+        window = max(window - shrink, floor)
+        end += window
+    return out
+
+
+def _sphere_start(keys: jax.Array, x: jax.Array, eps: Any, norm: str) -> jax.Array:
+    """The reference start: x plus a random direction scaled to norm eps, clipped to [0, 1]."""
+
+    def direction(key):
+        if norm == "linf":
+            t = jax.random.uniform(key, x.shape[1:], x.dtype, -1.0, 1.0)
+            return t / jnp.maximum(jnp.max(jnp.abs(t)), 1e-12)
+        return normalize_direction(jax.random.normal(key, (1,) + x.shape[1:], x.dtype), "l2")[0]
+
+    delta = jax.vmap(direction)(keys)
+    return project(x + jnp.asarray(eps, x.dtype) * delta, x, eps, norm)
+
+
+def _evaluator(
+    logits_fn: Callable, randomized: bool, eot_iter: int, model_key: jax.Array | None
+) -> Callable:
+    """`evaluate(objective, z, i) -> (values, logits, grad)`, averaged over `eot_iter` draws
+    of a randomized model's randomness (EOT), drawn afresh at every iteration i."""
+
+    def once(objective, z, key):
+        call = (lambda q: logits_fn(q, key)) if randomized else logits_fn
+
+        def values_and_logits(q):
+            logits = call(q)
+            return objective(logits), logits
+
+        return input_gradient_with_aux(values_and_logits, z)
+
+    def evaluate(objective, z, i):
+        if not randomized:
+            return once(objective, z, None)
+        keys = jax.random.split(jax.random.fold_in(model_key, i), eot_iter)
+        total = once(objective, z, keys[0])
+        if eot_iter > 1:
+            add = lambda j, acc: jax.tree.map(jnp.add, acc, once(objective, z, keys[j]))  # noqa: E731
+            total = jax.lax.fori_loop(1, eot_iter, add, total)
+        return jax.tree.map(lambda a: a / eot_iter, total)
+
+    return evaluate
+
+
+class _State(NamedTuple):
+    x: jax.Array  # current iterate
+    x_prev: jax.Array  # iterate before the last step (for momentum)
+    grad: jax.Array
+    loss: jax.Array  # loss at the last iterate, to count increases
+    x_best: jax.Array  # highest-loss point and its gradient and loss
+    grad_best: jax.Array
+    loss_best: jax.Array
+    x_found: jax.Array  # latest successful point
+    success: jax.Array
+    step: jax.Array  # per-example step size
+    increases: jax.Array  # steps since the last checkpoint that increased the loss
+    loss_best_at_check: jax.Array
+    reduced_at_check: jax.Array
+
+
+def _per_example(v: jax.Array, ndim: int) -> jax.Array:
+    return v.reshape(v.shape + (1,) * (ndim - 1))
+
+
+def _apgd_run(
+    evaluate: Callable,
+    objective: Callable,
+    succeeded: Callable,
+    x: jax.Array,
+    x_start: jax.Array,
+    eps: Any,
+    rho: Any,
+    norm: str,
+    steps: int,
+    unroll: bool | int | None,
+) -> RunResult:
+    """One APGD run from x_start: (best adversarial or highest-loss point, success, loss)."""
+    checks = checkpoints(steps)
+    window = np.zeros(max(steps, 1), np.float32)
+    window[list(checks)] = list(checks.values())
+    window = jnp.asarray(window)
+    n = x.shape[0]
+    at = lambda v: _per_example(v, x.ndim)  # noqa: E731
+    values, logits, grad = evaluate(objective, x_start, 0)
+    init = _State(
+        x=x_start,
+        x_prev=x_start,
+        grad=grad,
+        loss=values,
+        x_best=x_start,
+        grad_best=grad,
+        loss_best=values,
+        x_found=x_start,
+        success=succeeded(logits),
+        step=jnp.full((n,), 2.0, jnp.float32) * jnp.asarray(eps, jnp.float32),
+        increases=jnp.zeros((n,), jnp.float32),
+        loss_best_at_check=values,
+        reduced_at_check=jnp.ones((n,), bool),
+    )
+
+    def body(i, s: _State) -> _State:
+        momentum = jnp.where(i == 0, 1.0, MOMENTUM).astype(x.dtype)
+        direction = normalize_direction(s.grad, norm)
+        z = project(s.x + at(s.step).astype(x.dtype) * direction, x, eps, norm)
+        x_new = project(
+            s.x + momentum * (z - s.x) + (1 - momentum) * (s.x - s.x_prev), x, eps, norm
+        )
+        values, logits, grad = evaluate(objective, x_new, i + 1)
+        hit = succeeded(logits)
+        better = values > s.loss_best
+        x_best = jnp.where(at(better), x_new, s.x_best)
+        grad_best = jnp.where(at(better), grad, s.grad_best)
+        loss_best = jnp.where(better, values, s.loss_best)
+        increases = s.increases + (values > s.loss)
+        # Checkpoint: halve the step and go back to the best point if too few steps raised
+        # the loss (condition 1) or neither the step nor the best loss changed since the last
+        # checkpoint (condition 2).
+        length = window[i]
+        at_check = length > 0
+        stalled = ~s.reduced_at_check & (s.loss_best_at_check >= loss_best)
+        reduce = at_check & ((increases <= rho * length) | stalled)
+        return _State(
+            x=jnp.where(at(reduce), x_best, x_new),
+            x_prev=s.x,
+            grad=jnp.where(at(reduce), grad_best, grad),
+            loss=values,
+            x_best=x_best,
+            grad_best=grad_best,
+            loss_best=loss_best,
+            x_found=jnp.where(at(hit), x_new, s.x_found),
+            success=s.success | hit,
+            step=jnp.where(reduce, s.step / 2, s.step),
+            increases=jnp.where(at_check, 0.0, increases),
+            loss_best_at_check=jnp.where(at_check, loss_best, s.loss_best_at_check),
+            reduced_at_check=jnp.where(at_check, reduce, s.reduced_at_check),
+        )
+
+    s = attack_loop(steps, body, init, unroll)
+    return RunResult(jnp.where(at(s.success), s.x_found, s.x_best), s.success, s.loss_best)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "logits_fn",
+        "norm",
+        "steps",
+        "loss",
+        "mode",
+        "restarts",
+        "num_target_classes",
+        "eot_iter",
+        "randomized",
+        "unroll",
+        "parallel_runs",
+    ),
+)
+def _apgd(
+    logits_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    eps: Any,
+    rho: Any,
+    keys: jax.Array,
+    *,
+    norm: str,
+    steps: int,
+    loss: str,
+    mode: str,
+    restarts: int,
+    num_target_classes: int,
+    eot_iter: int,
+    randomized: bool,
+    unroll: bool | int | None,
+    parallel_runs: bool | None,
+) -> jax.Array:
+    """mode: "untargeted" (y true labels), "targeted" (y targets) or "top-k" (APGD-T)."""
+    if randomized:
+        # The model's own randomness, apart from the examples' keys.
+        clean_key, model_key = jax.random.split(jax.random.fold_in(keys[0], 0x6D6F64))
+        clean_logits = logits_fn(x, clean_key)
+    else:
+        model_key, clean_logits = None, logits_fn(x)
+    evaluate = _evaluator(logits_fn, randomized, eot_iter, model_key)
+    clean_success = is_adversarial(clean_logits, y, mode == "targeted")
+    runs = restarts
+    if mode == "top-k":
+        # Targets: the classes ranked 2nd, 3rd, ... by the clean logits (reference order).
+        ranked = jnp.argsort(-clean_logits.astype(jnp.float32), axis=-1)
+        targets_by_run = ranked[:, 1 : num_target_classes + 1]
+        runs = restarts * num_target_classes
+
+    def run(run_ids: jax.Array, rows: jax.Array) -> RunResult:
+        xs, labels = x[rows], y[rows]
+        if mode == "top-k":
+            targets = targets_by_run[rows, run_ids // restarts]
+            objective = lambda z: dlr_targeted(z, targets, labels)  # noqa: E731
+        else:
+            base = attack_objective(loss, mode == "targeted")
+            objective = lambda z: base(z, labels)  # noqa: E731
+        succeeded = lambda z: is_adversarial(z, labels, mode == "targeted")  # noqa: E731
+        run_keys = jax.vmap(jax.random.fold_in)(keys[rows], run_ids)
+        x_start = _sphere_start(run_keys, xs, eps, norm)
+        return _apgd_run(evaluate, objective, succeeded, xs, x_start, eps, rho, norm, steps, unroll)
+
+    best = best_of_runs(run, runs, x.shape[0], parallel_runs)
+    x_adv = jnp.where(_per_example(clean_success, x.ndim), x, best.x_adv)
+    return project(x_adv, x, eps, norm)
+
+
+def _prepare(
+    logits_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps: Any,
+    norm: str,
+    steps: int,
+    loss: str,
+    restarts: int,
+    key: jax.Array | None,
+    rho: Any,
+    eot_iter: int,
+    randomized: bool,
+    min_classes: int,
+    validate: bool,
+    name: str,
+) -> tuple[jax.Array, int]:
+    """Validates the shared arguments; returns (per-example keys, number of classes)."""
+    key = require_key(key, name)
+    call = (lambda z: logits_fn(z, jax.random.key(0))) if randomized else logits_fn
+    num_classes = num_classes_of(call, x)
+    check_attack_inputs(
+        x,
+        y,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        num_classes=num_classes,
+        loss=loss,
+        losses=("ce", "dlr"),
+        validate=validate,
+    )
+    check_count(restarts=restarts, eot_iter=eot_iter)
+    if eot_iter > 1 and not randomized:
+        raise ValueError("eot_iter > 1 averages over a randomized model; pass randomized=True.")
+    if num_classes < min_classes:
+        raise ValueError(f"{name} needs at least {min_classes} classes, got {num_classes}.")
+    if validate and not isinstance(rho, jax.core.Tracer) and not 0 <= float(rho) <= 1:
+        raise ValueError(f"rho must lie in [0, 1], got {rho}.")
+    return example_keys(key, x.shape[0]), num_classes
+
+
+def apgd(
+    logits_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps: Any,
+    norm: str = "linf",
+    steps: int = 100,
+    loss: str = "ce",
+    targeted: bool = False,
+    restarts: int = 1,
+    key: jax.Array | None = None,
+    rho: Any = 0.75,
+    eot_iter: int = 1,
+    randomized: bool = False,
+    unroll: bool | int | None = None,
+    parallel_runs: bool | None = None,
+    validate: bool = True,
+) -> jax.Array:
+    """APGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum, L-inf or L2.
+
+    Defaults follow the paper and AutoAttack's APGD-CE (100 iterations, rho 0.75, one run;
+    AutoAttack's "plus" version uses 5 restarts).
+
+    Args:
+      logits_fn: `(N, H, W, C) images -> (N, K) logits`; with `randomized=True`,
+        `logits_fn(images, key)` for a defense that draws randomness from `key`.
+      x: (N, H, W, C) float images in [0, 1].
+      y: (N,) int true labels, or the target classes when `targeted=True`.
+      eps: radius of the `norm` ball on the [0, 1] scale (traced: sweeping it never recompiles).
+      norm: "linf" or "l2".
+      steps: iterations per run (static); the checkpoints follow from it.
+      loss: "ce" (cross-entropy) or "dlr" (difference of logits ratio); targeted, -CE of the
+        target or the targeted DLR loss against the strongest other class.
+      targeted: attack towards the classes `y` instead of away from them.
+      restarts: runs from independent random starts; an example keeps its first success.
+      key: `jax.random` key for the random starts, or (N,) keys, one per example.
+      rho: fraction of loss-increasing steps below which the step size is halved.
+      eot_iter: gradients averaged per step over this many draws (EOT; AutoAttack's "rand"
+        version uses 20), only with `randomized=True`.
+      randomized: `logits_fn` takes a key as second argument.
+      unroll: loop unrolling, see `attack_loop` (None: `default_unroll(steps)`).
+      parallel_runs: run all restarts as one batch (None: on CPU only), see `best_of_runs`.
+      validate: check input values (outside jit).
+
+    Returns:
+      (N, H, W, C) x_adv, same dtype as x, with |x_adv - x|_p <= eps and x_adv in [0, 1]:
+      per example the latest successful iterate of its first successful run, else its
+      highest-loss point; x itself where x already succeeds.
+    """
+    keys, _ = _prepare(
+        logits_fn,
+        x,
+        y,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        loss=loss,
+        restarts=restarts,
+        key=key,
+        rho=rho,
+        eot_iter=eot_iter,
+        randomized=randomized,
+        min_classes=(4 if targeted else 3) if loss == "dlr" else 2,
+        validate=validate,
+        name="APGD",
+    )
+    # Strongly typed float32 scalars: a Python float and an array give the same trace.
+    eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
+    return _apgd(
+        logits_fn,
+        x,
+        y,
+        eps,
+        rho,
+        keys,
+        norm=norm,
+        steps=steps,
+        loss=loss,
+        mode="targeted" if targeted else "untargeted",
+        restarts=restarts,
+        num_target_classes=0,
+        eot_iter=eot_iter,
+        randomized=randomized,
+        unroll=unroll,
+        parallel_runs=parallel_runs,
+    )
+
+
+def apgd_t(
+    logits_fn: Callable,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps: Any,
+    norm: str = "linf",
+    steps: int = 100,
+    num_target_classes: int = 9,
+    restarts: int = 1,
+    key: jax.Array | None = None,
+    rho: Any = 0.75,
+    eot_iter: int = 1,
+    randomized: bool = False,
+    unroll: bool | int | None = None,
+    parallel_runs: bool | None = None,
+    validate: bool = True,
+) -> jax.Array:
+    """APGD-T (Croce & Hein, ICML 2020): APGD on the targeted DLR loss, one run per target.
+
+    As in AutoAttack's standard version: the targets are the `num_target_classes` (9) classes
+    ranked 2nd, 3rd, ... by the clean logits, tried in that order with `restarts` (1) runs of
+    `steps` (100) iterations each; an example counts as broken when it is misclassified (not
+    necessarily as the target), and keeps its first success.
+
+    Args:
+      logits_fn, x, eps, norm, steps, restarts, key, rho, eot_iter, randomized, unroll,
+        parallel_runs, validate: as in `apgd` (runs here are targets x restarts).
+      y: (N,) int TRUE labels (the targets are chosen from the clean logits).
+      num_target_classes: how many target classes to try, at most K - 1.
+
+    Returns:
+      (N, H, W, C) x_adv within the threat model, same dtype as x: the first successful
+      point per example, else the highest-loss point of the runs; x where x is misclassified.
+    """
+    keys, num_classes = _prepare(
+        logits_fn,
+        x,
+        y,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        loss="dlr",
+        restarts=restarts,
+        key=key,
+        rho=rho,
+        eot_iter=eot_iter,
+        randomized=randomized,
+        min_classes=4,
+        validate=validate,
+        name="APGD-T",
+    )
+    check_count(num_target_classes=num_target_classes)
+    if num_target_classes > num_classes - 1:
+        raise ValueError(
+            f"num_target_classes={num_target_classes} exceeds the {num_classes - 1} classes "
+            "other than the top one."
+        )
+    # Strongly typed float32 scalars: a Python float and an array give the same trace.
+    eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
+    return _apgd(
+        logits_fn,
+        x,
+        y,
+        eps,
+        rho,
+        keys,
+        norm=norm,
+        steps=steps,
+        loss="dlr",
+        mode="top-k",
+        restarts=restarts,
+        num_target_classes=num_target_classes,
+        eot_iter=eot_iter,
+        randomized=randomized,
+        unroll=unroll,
+        parallel_runs=parallel_runs,
+    )
+
+
+__all__ = ["apgd", "apgd_t", "checkpoints"]

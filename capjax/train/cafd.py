@@ -28,7 +28,7 @@ from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import LoopConfig, fit
-from capjax.train.optim import learning_rate_schedule, make_optimizer
+from capjax.train.optim import make_optimizer, schedule_from_config
 
 
 def target_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -59,14 +59,7 @@ def prepare_target(config, workdir: str, dataset: data_lib.Dataset, mesh):
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
     c, t = config.cafd, config.train
-    schedule = learning_rate_schedule(
-        base=t.learning_rate,
-        kind=t.schedule,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=t.epochs * steps_per_epoch,
-        milestones=tuple(t.milestones),
-        gamma=t.gamma,
-    )
+    schedule = schedule_from_config(t, steps_per_epoch)
 
     def optimizer():
         return make_optimizer(
@@ -147,26 +140,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     dataset = classifier_lib.load_data(config, workdir)
     target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
 
-    batches = data_lib.BatchIterator(
-        dataset.train_images,
-        dataset.train_labels,
-        global_batch_size=config.train.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    batches = classifier_lib.train_batches(dataset, config)
     trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
-    t = config.train
     result = fit(
         init_state=lambda key: trainer.init_state(key, dataset.image_shape),
         train_step=trainer.train_step,
         batches=batches,
         workdir=workdir,
-        config=LoopConfig(
-            num_steps=t.epochs * batches.steps_per_epoch,
-            log_every=t.log_every_steps,
-            checkpoint_every=t.checkpoint_every_steps or batches.steps_per_epoch,
-            keep_checkpoints=t.keep_checkpoints,
+        config=LoopConfig.from_train_config(
+            config.train,
+            batches.steps_per_epoch,
             seed=config.seed,
             description="train CAFD denoiser",
         ),

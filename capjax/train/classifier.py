@@ -25,7 +25,7 @@ from capjax.models import classifier_names, get_classifier
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
 from capjax.train.loop import FitResult, LoopConfig, append_jsonl, fit
-from capjax.train.optim import learning_rate_schedule, make_optimizer
+from capjax.train.optim import make_optimizer, schedule_from_config
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -201,16 +201,7 @@ def accuracy(
 
 def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTrainer:
     t = config.train
-    total_steps = t.epochs * steps_per_epoch
-    schedule = learning_rate_schedule(
-        base=t.learning_rate,
-        kind=t.schedule,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-        milestones=tuple(t.milestones),
-        gamma=t.gamma,
-        warmup_epochs=t.warmup_epochs,
-    )
+    schedule = schedule_from_config(t, steps_per_epoch)
     tx = make_optimizer(
         kind=t.optimizer,
         schedule=schedule,
@@ -234,6 +225,18 @@ def fingerprint(config) -> dict[str, Any]:
     return {"task": "classifier", "model": config.model.name}
 
 
+def train_batches(dataset: data_lib.Dataset, config) -> data_lib.BatchIterator:
+    """This process's share of the shuffled training batches of `config.train.batch_size`."""
+    return data_lib.BatchIterator(
+        dataset.train_images,
+        dataset.train_labels,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
 def train_classifier(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -245,14 +248,7 @@ def train_classifier(
     mesh = mesh_lib.make_mesh() if mesh is None else mesh
     validate_config(config, mesh)
     dataset = load_data(config, workdir) if dataset is None else dataset
-    batches = data_lib.BatchIterator(
-        dataset.train_images,
-        dataset.train_labels,
-        global_batch_size=config.train.batch_size,
-        seed=config.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    batches = train_batches(dataset, config)
     trainer = make_trainer(config, batches.steps_per_epoch, dataset.num_classes)
     image_shape = dataset.train_images.shape[1:]
     t = config.train
@@ -273,14 +269,8 @@ def train_classifier(
         train_step=trainer.train_step,
         batches=batches,
         workdir=workdir,
-        config=LoopConfig(
-            num_steps=t.epochs * batches.steps_per_epoch,
-            log_every=t.log_every_steps,
-            checkpoint_every=t.checkpoint_every_steps or batches.steps_per_epoch,
-            keep_checkpoints=t.keep_checkpoints,
-            eval_every=t.eval_every_epochs * batches.steps_per_epoch,
-            seed=config.seed,
-            description=f"train {config.model.name}",
+        config=LoopConfig.from_train_config(
+            t, batches.steps_per_epoch, seed=config.seed, description=f"train {config.model.name}"
         ),
         fingerprint=fingerprint(config),
         evaluate=evaluate,

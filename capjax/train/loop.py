@@ -72,6 +72,23 @@ class LoopConfig:
     seed: int = 0
     description: str = "train"
 
+    @classmethod
+    def from_train_config(
+        cls, train_config, steps_per_epoch: int, *, seed: int, description: str
+    ) -> LoopConfig:
+        """From a config's `train` section: epochs, log_every_steps, checkpoint_every_steps
+        (0: every epoch), keep_checkpoints and eval_every_epochs (0: only at the end)."""
+        t = train_config
+        return cls(
+            num_steps=t.epochs * steps_per_epoch,
+            log_every=t.log_every_steps,
+            checkpoint_every=t.checkpoint_every_steps or steps_per_epoch,
+            keep_checkpoints=t.keep_checkpoints,
+            eval_every=t.get("eval_every_epochs", 0) * steps_per_epoch,
+            seed=seed,
+            description=description,
+        )
+
 
 @dataclasses.dataclass
 class FitResult:

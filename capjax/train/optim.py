@@ -76,3 +76,18 @@ def make_optimizer(
     if weight_decay:
         return optax.chain(optax.add_decayed_weights(weight_decay), base)
     return base
+
+
+def schedule_from_config(train_config, steps_per_epoch: int) -> optax.Schedule:
+    """The schedule a config's `train` section describes (learning_rate, schedule, epochs,
+    milestones, gamma, warmup_epochs)."""
+    t = train_config
+    return learning_rate_schedule(
+        base=t.learning_rate,
+        kind=t.schedule,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=t.epochs * steps_per_epoch,
+        milestones=tuple(t.milestones),
+        gamma=t.gamma,
+        warmup_epochs=t.warmup_epochs,
+    )

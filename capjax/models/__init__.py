@@ -8,6 +8,20 @@ from capjax.models import resnet as _resnet  # noqa: F401  (registers resnet*, p
 from capjax.models import tiny as _tiny  # noqa: F401  (registers "tiny")
 from capjax.models import vgg as _vgg  # noqa: F401  (registers vgg11/16/19)
 from capjax.models import wrn as _wrn  # noqa: F401  (registers wrn, wrn28_10)
+from capjax.models.capgan import (
+    AttentionDiscriminator,
+    AttentionGenerator,
+    MultiScaleDiscriminator,
+    attention_features,
+)
 from capjax.models.registry import classifier_names, get_classifier, register_classifier
 
-__all__ = ["classifier_names", "get_classifier", "register_classifier"]
+__all__ = [
+    "AttentionDiscriminator",
+    "AttentionGenerator",
+    "MultiScaleDiscriminator",
+    "attention_features",
+    "classifier_names",
+    "get_classifier",
+    "register_classifier",
+]

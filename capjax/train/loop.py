@@ -10,12 +10,18 @@ message when a metric turns NaN/Inf (the last good checkpoint is kept).
 Randomness is `fold_in(key, step)` inside the step, and the data iterator's position is saved
 with each checkpoint, so an interrupted and resumed run ends bit-identical (on CPU) to one
 that ran straight through.
+
+Several processes (after `jax.distributed.initialize`) run the same loop: each feeds its
+slice of the global batch, every process takes part in each checkpoint (orbax coordinates
+the writes), only process 0 writes metrics and JSON files, and a SIGTERM on any process
+stops all of them at one agreed step through JAX's preemption service.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -26,6 +32,7 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from capjax.train import mesh as mesh_lib
@@ -99,13 +106,23 @@ class FitResult:
 
 
 class _SignalCatcher:
-    """Records SIGTERM/SIGINT instead of dying, so the loop can checkpoint first."""
+    """Tells the loop when to checkpoint and stop because of SIGTERM/SIGINT.
+
+    One process: records SIGTERM/SIGINT instead of dying. Several processes: every process
+    must stop at the same step (a checkpoint is a collective), so nothing is caught here;
+    JAX's preemption service (started by `jax.distributed.initialize`) catches SIGTERM on any
+    process and `reached_preemption_sync_point` turns true at one agreed step on all of them.
+    Ctrl-C then interrupts at once, and the run resumes from its last periodic checkpoint.
+    """
 
     def __init__(self):
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._multiprocess = jax.process_count() > 1
 
     def __enter__(self):
+        if self._multiprocess:
+            return self
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -118,9 +135,45 @@ class _SignalCatcher:
             raise KeyboardInterrupt  # a second Ctrl-C means "now"
         self.signum = signum
 
+    def check(self, step: int) -> int | None:
+        """The signal to stop for after `step` completed steps, or None to go on.
+
+        With several processes this must be called at every step, on every process.
+        """
+        if self._multiprocess and self.signum is None:
+            try:
+                if multihost_utils.reached_preemption_sync_point(step):
+                    self.signum = signal.SIGTERM
+            except RuntimeError as e:  # jax_enable_preemption_service turned off
+                logging.warning("No coordinated stop on SIGTERM: %s", e)
+                self._multiprocess = False
+        return self.signum
+
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _check_same_checkpoint_everywhere(step: int | None, directory: str) -> None:
+    """Raises ValueError unless every process sees the same latest checkpoint.
+
+    Processes that disagree would restore different states and then hang in the first
+    collective; that happens when the workdir is not on a filesystem all hosts share.
+    """
+    if jax.process_count() == 1:
+        return
+    seen = np.asarray(
+        multihost_utils.process_allgather(np.asarray(-1 if step is None else step, np.int64))
+    ).reshape(-1)
+    if len(set(seen.tolist())) > 1:
+        listing = ", ".join(
+            f"process {i}: {'none' if s < 0 else f'step {s}'}" for i, s in enumerate(seen)
+        )
+        raise ValueError(
+            f"The processes see different checkpoints in {directory} ({listing}). With "
+            "several hosts the workdir must be one directory they all share (NFS, Filestore, "
+            "or a gcsfuse-mounted bucket), not a local disk on each."
+        )
 
 
 def _is_lead_process() -> bool:
@@ -202,6 +255,7 @@ def fit(
 
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
     resumed_from = checkpointer.latest_step()
+    _check_same_checkpoint_everywhere(resumed_from, checkpointer.directory)
     if resumed_from is not None:
         state, meta = checkpointer.restore(abstract_on(abstract, rep), expected)
         batches.load_state_dict(meta["data"])
@@ -251,7 +305,7 @@ def fit(
                 if on_step_end is not None:
                     on_step_end(step)
 
-                stopping = signals.signum is not None
+                stopping = signals.check(step) is not None
                 due_log = step % config.log_every == 0 or step == config.num_steps
                 due_ckpt = step % config.checkpoint_every == 0 or step == config.num_steps
                 if pending and (due_log or due_ckpt or stopping):

@@ -1,0 +1,435 @@
+"""The robustness evaluation suite: every (threat model, attack) row, per example, resumable.
+
+    rows = {
+        "clean": {"threat": "clean", "group": "Table 2"},
+        "pgd40": {"threat": "whitebox", "group": "Table 2", "paper": 0.87,
+                  "attack": {"name": "pgd", "eps": 8/255, "step_size": 2/255, "steps": 40}},
+        "pgd40 bpda": {"threat": "bpda", "attack": {...}},
+    }
+    result = run_suite(rows, defense=defense, images=x_uint8, labels=y, batch_size=256,
+                       workdir=workdir, seed=0)
+    result.accuracy["pgd40"]; result.ensemble(["pgd40", "pgd40 bpda"])
+
+Each row runs over the images in padded, data-sharded batches (one compilation per row) and
+keeps per example whether the scored model classifies x_adv correctly (`correct`) and x itself
+(`clean_correct`). Keys are `fold_in(fold_in(key(seed), crc32(attack spec)), batch index)`
+(see `row_key`), so a row's numbers depend only on its own settings and a resumed run
+reproduces them exactly.
+Finished rows are stored in `workdir/rows/<row id>.npz` + `.json` and loaded on the next run
+when their settings match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import time
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from capjax import data as data_lib
+from capjax.eval import attack_specs, threats
+from capjax.eval.defense import Defense
+from capjax.train import mesh as mesh_lib
+from capjax.train.checkpoint import to_jsonable, write_json
+
+ROW_FIELDS = ("threat", "attack", "group", "paper", "label")
+DEFAULT_EOT_SAMPLES = 8
+_NONE = {"name": "none"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One validated row: a threat model and an attack spec, and how to report it."""
+
+    row_id: str
+    threat: str
+    attack: dict[str, Any]
+    group: str | None = None
+    paper: float | None = None
+    label: str | None = None
+
+    @property
+    def description(self) -> str:
+        return self.label or attack_specs.describe(self.attack)
+
+    @property
+    def is_attack(self) -> bool:
+        return self.threat != "clean" and attack_specs.kind(self.attack) != "none"
+
+
+def parse_rows(
+    rows: Mapping[str, Mapping[str, Any]],
+    defense: Defense | None = None,
+    surrogate: Defense | None = None,
+) -> dict[str, Row]:
+    """Validates config rows (all of them, before anything runs) into `Row`s.
+
+    Each row is {"threat": one of `threats.THREATS`, "attack": attack spec (omit for
+    "clean"), "group": table name, "paper": the paper's accuracy in [0, 1] (or -1 / None for
+    none), "label": column header (default `describe(attack)`)}.
+
+    Raises:
+      ValueError: unknown field, threat, attack or option; missing surrogate; a gradient
+        attack under "score_based"; row ids whose file names would collide.
+    """
+    parsed, files = {}, {}
+    for row_id, row in rows.items():
+        row = attack_specs.plain(row)
+        if not isinstance(row, dict):
+            raise ValueError(f"Row {row_id!r} must be a dict, got {row!r}.")
+        unknown = sorted(set(row) - set(ROW_FIELDS))
+        if unknown:
+            raise ValueError(f"Row {row_id!r}: unknown field(s) {unknown}; use {ROW_FIELDS}.")
+        if "threat" not in row:
+            raise ValueError(f"Row {row_id!r} needs a 'threat', one of {threats.THREATS}.")
+        threat = row["threat"]
+        attack = dict(row.get("attack") or _NONE)
+        if threat == "clean":
+            attack = dict(_NONE)
+        try:
+            attack_specs.options(attack)
+            if defense is not None:
+                threats.check_threat(threat, attack, defense, surrogate)
+            elif threat not in threats.THREATS:
+                raise ValueError(f"Unknown threat {threat!r}; choose one of {threats.THREATS}.")
+        except ValueError as e:
+            raise ValueError(f"Row {row_id!r}: {e}") from None
+        paper = row.get("paper")
+        paper = None if paper is None or float(paper) < 0 else float(paper)
+        file = row_file_stem(row_id)
+        if file in files:
+            raise ValueError(f"Rows {files[file]!r} and {row_id!r} map to the same file {file}.")
+        files[file] = row_id
+        parsed[row_id] = Row(str(row_id), threat, attack, row.get("group"), paper, row.get("label"))
+    return parsed
+
+
+def row_file_stem(row_id: str) -> str:
+    """The file name (without extension) of a row's results: unsafe characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(row_id)).strip("._") or "row"
+
+
+@dataclasses.dataclass
+class RowResult:
+    """Per-example outcome of one row.
+
+    Attributes:
+      correct: (N,) bool, the scored model classifies x_adv correctly.
+      clean_correct: (N,) bool, the scored model classifies the clean x correctly.
+      seconds: wall time of the computation (of the original run for loaded rows).
+      loaded: True when read back from the workdir instead of computed.
+    """
+
+    row: Row
+    correct: np.ndarray
+    clean_correct: np.ndarray
+    seconds: float
+    loaded: bool = False
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy on x_adv, as the papers report it."""
+        return float(np.mean(self.correct))
+
+    @property
+    def robust(self) -> np.ndarray:
+        """(N,) bool: clean-correct and still correct under attack."""
+        return self.correct & self.clean_correct
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float(np.mean(self.robust))
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_correct))
+
+
+@dataclasses.dataclass
+class SuiteResult:
+    """All rows of one evaluation, in the order they were given."""
+
+    rows: dict[str, RowResult]
+    num_examples: int
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {k: r.accuracy for k, r in self.rows.items()}
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {k: r.seconds for k, r in self.rows.items()}
+
+    def ensemble(self, row_ids: Iterable[str]) -> float:
+        """Per-example worst case: the fraction of examples that every listed row leaves
+        correctly classified, counting clean-misclassified examples as not robust."""
+        row_ids = list(row_ids)
+        if not row_ids:
+            raise ValueError("ensemble needs at least one row id.")
+        missing = [r for r in row_ids if r not in self.rows]
+        if missing:
+            raise ValueError(f"Unknown row id(s) {missing}; rows are {list(self.rows)}.")
+        robust = np.logical_and.reduce([self.rows[r].robust for r in row_ids])
+        return float(np.mean(robust))
+
+    def attack_rows_by_threat(self) -> dict[str, list[str]]:
+        """{threat: ids of its attack rows (not "clean", not attack "none")}."""
+        out: dict[str, list[str]] = {}
+        for row_id, r in self.rows.items():
+            if r.row.is_attack:
+                out.setdefault(r.row.threat, []).append(row_id)
+        return out
+
+    def worst_case_by_threat(self) -> dict[str, float]:
+        """{threat: `ensemble` of all its attack rows}."""
+        return {t: self.ensemble(ids) for t, ids in self.attack_rows_by_threat().items()}
+
+
+def data_fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """A short hash of the evaluated examples, stored with every row."""
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(labels, np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def row_settings(
+    row: Row,
+    *,
+    defense: Defense,
+    surrogate: Defense | None,
+    num_examples: int,
+    seed: int,
+    eot_samples: int,
+    data: str,
+) -> dict[str, Any]:
+    """What a stored row must match to be reused (JSON-normalised)."""
+    settings = {
+        "row": row.row_id,
+        "threat": row.threat,
+        "attack": row.attack,
+        "num_examples": num_examples,
+        "seed": seed,
+        "defense": defense.name,
+        "weights": defense.fingerprint,
+        "surrogate": surrogate.name if row.threat in ("transfer", "graybox") else None,
+        "surrogate_weights": (
+            surrogate.fingerprint if row.threat in ("transfer", "graybox") else None
+        ),
+        "eot_samples": eot_samples if row.threat == "bpda_eot" else None,
+        "data": data,
+    }
+    return json.loads(json.dumps(to_jsonable(settings)))
+
+
+def row_key(seed: int, row: Row) -> jax.Array:
+    """The row's base key, from the seed and the attack spec only.
+
+    Not from the row id or position (renaming or reordering rows changes no number), nor from
+    the threat model: rows that run the same attack under different threat models draw the
+    same random starts, so their difference is the threat model's alone (common random
+    numbers; an identity purifier gives bpda == end_to_end exactly).
+    """
+    spec = json.dumps(to_jsonable(row.attack), sort_keys=True)
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(spec.encode()) & 0x7FFFFFFF)
+
+
+def _row_paths(workdir: str, row_id: str) -> tuple[str, str]:
+    stem = os.path.join(workdir, "rows", row_file_stem(row_id))
+    return stem + ".npz", stem + ".json"
+
+
+def load_row(workdir: str, row: Row, settings: Mapping[str, Any]) -> RowResult | str:
+    """The stored result of `row`, or a reason it cannot be reused."""
+    npz_path, json_path = _row_paths(workdir, row.row_id)
+    if not (os.path.exists(npz_path) and os.path.exists(json_path)):
+        return "not computed yet"
+    with open(json_path, encoding="utf-8") as f:
+        stored = json.load(f)
+    if stored.get("settings") != settings:
+        old = stored.get("settings") or {}
+        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        return f"stored settings differ ({', '.join(changed)})"
+    with np.load(npz_path) as arrays:
+        correct, clean = arrays["correct"], arrays["clean_correct"]
+    if correct.shape != (settings["num_examples"],) or clean.shape != correct.shape:
+        return "stored arrays have the wrong length"
+    return RowResult(row, correct.astype(bool), clean.astype(bool), stored["seconds"], True)
+
+
+def save_row(workdir: str, result: RowResult, settings: Mapping[str, Any]) -> None:
+    """Writes the row's arrays, then its JSON sidecar (the sidecar marks it complete)."""
+    if jax.process_index() != 0:
+        return
+    npz_path, json_path = _row_paths(workdir, result.row.row_id)
+    os.makedirs(os.path.dirname(npz_path), exist_ok=True)
+    buffer = io.BytesIO()
+    np.savez(buffer, correct=result.correct, clean_correct=result.clean_correct)
+    with open(npz_path + ".tmp", "wb") as f:
+        f.write(buffer.getvalue())
+    os.replace(npz_path + ".tmp", npz_path)
+    write_json(
+        json_path,
+        {
+            "settings": settings,
+            "description": result.row.description,
+            "seconds": result.seconds,
+            "accuracy": result.accuracy,
+            "robust_accuracy": result.robust_accuracy,
+            "clean_accuracy": result.clean_accuracy,
+        },
+    )
+
+
+def _row_step(row: Row, defense, surrogate, key, eot_samples, mesh):
+    """jit((batch, batch index) -> (correct, clean_correct)), replicated outputs."""
+    attack = attack_specs.make_attack(row.attack)
+
+    def step(batch, index):
+        attack_key, threat_key, score_key = jax.random.split(jax.random.fold_in(key, index), 3)
+        x = data_lib.to_float(batch["image"])
+        y = batch["label"]
+        scored = threats.scored_model(row.threat, defense, score_key)
+        clean_correct = jnp.argmax(scored(x), -1) == y
+        attacked, _ = threats.attacked_model(
+            row.threat, defense, surrogate, key=threat_key, eot_samples=eot_samples
+        )
+        if attacked is None:
+            return clean_correct, clean_correct
+        x_adv = jax.lax.stop_gradient(attack(attacked, x, y, attack_key))
+        return jnp.argmax(scored(x_adv), -1) == y, clean_correct
+
+    replicated = mesh_lib.replicated(mesh)
+    return jax.jit(step, out_shardings=(replicated, replicated))
+
+
+def compute_row(
+    row: Row,
+    *,
+    defense: Defense,
+    surrogate: Defense | None,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    mesh,
+    eot_samples: int,
+    progress: bool,
+) -> RowResult:
+    """Runs one row over every example (see module docstring)."""
+    start = time.perf_counter()
+    step = _row_step(row, defense, surrogate, row_key(seed, row), eot_samples, mesh)
+    correct, clean = [], []
+    num_batches = -(-len(labels) // batch_size)
+    batches = data_lib.eval_batches(images, labels, batch_size)
+    show = progress and jax.process_index() == 0
+    for index, batch in enumerate(
+        tqdm(batches, total=num_batches, desc=row.row_id, disable=not show, leave=False)
+    ):
+        hits, clean_hits = step(mesh_lib.shard_global_batch(batch, mesh), np.int32(index))
+        mask = batch["mask"]
+        correct.append(np.asarray(hits)[mask])
+        clean.append(np.asarray(clean_hits)[mask])
+    seconds = time.perf_counter() - start
+    return RowResult(row, np.concatenate(correct), np.concatenate(clean), seconds)
+
+
+def check_examples(images: np.ndarray, labels: np.ndarray) -> None:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(
+            "images must be a host uint8 array (N, H, W, C), as datasets store them; got "
+            f"{type(images).__name__} {getattr(images, 'dtype', '?')} "
+            f"{getattr(images, 'shape', '?')}."
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be (N,) = ({len(images)},) integers, got {labels.shape}.")
+    if len(images) == 0:
+        raise ValueError("The suite needs at least one example.")
+
+
+def run_suite(
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    defense: Defense,
+    surrogate: Defense | None = None,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    workdir: str,
+    seed: int,
+    mesh=None,
+    eot_samples: int = DEFAULT_EOT_SAMPLES,
+    progress: bool = True,
+) -> SuiteResult:
+    """Evaluates every row, reusing rows already finished in `workdir`.
+
+    Args:
+      rows: {row id: row dict}, see `parse_rows`; evaluated and reported in this order.
+      defense: the defense under evaluation.
+      surrogate: the attacker's copy of it (another seed), needed by transfer/graybox rows.
+      images: (N, H, W, C) uint8 host array, the same on every process.
+      labels: (N,) integer labels.
+      batch_size: global batch; a multiple of the device count (the last one is padded).
+      workdir: rows are stored under `workdir/rows/` (written by process 0 only; a shared
+        filesystem on multi-host runs, as for checkpoints).
+      seed: base of every row's keys.
+      mesh: the data mesh (default: all devices).
+      eot_samples: draws per gradient of "bpda_eot" rows.
+      progress: a tqdm bar per row.
+
+    Returns:
+      The `SuiteResult`, rows in the given order.
+    """
+    parsed = parse_rows(rows, defense, surrogate)
+    check_examples(images, labels)
+    labels = np.asarray(labels, np.int32)
+    mesh = mesh_lib.make_mesh() if mesh is None else mesh
+    mesh_lib.check_global_batch(batch_size, mesh, "eval.batch_size")
+    fingerprint = data_fingerprint(images, labels)
+    say = print if jax.process_index() == 0 else (lambda *a, **k: None)
+    results = {}
+    for row in parsed.values():
+        settings = row_settings(
+            row,
+            defense=defense,
+            surrogate=surrogate,
+            num_examples=len(labels),
+            seed=seed,
+            eot_samples=eot_samples,
+            data=fingerprint,
+        )
+        stored = load_row(workdir, row, settings)
+        if isinstance(stored, RowResult):
+            say(f"row {row.row_id}: done, loaded ({stored.accuracy:.2%})")
+            results[row.row_id] = stored
+            continue
+        if stored != "not computed yet":
+            say(f"row {row.row_id}: {stored}; recomputing")
+        result = compute_row(
+            row,
+            defense=defense,
+            surrogate=surrogate,
+            images=images,
+            labels=labels,
+            batch_size=batch_size,
+            seed=seed,
+            mesh=mesh,
+            eot_samples=eot_samples,
+            progress=progress,
+        )
+        save_row(workdir, result, settings)
+        say(f"row {row.row_id}: {result.accuracy:.2%} ({result.seconds:.1f} s)")
+        results[row.row_id] = result
+    return SuiteResult(results, len(labels))

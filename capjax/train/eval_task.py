@@ -1,0 +1,97 @@
+"""The `eval` task: evaluate a trained defense (or none, or a baseline) with a suite of rows.
+
+    python -m capjax.main --config=configs/eval_cifar.py:capgan_table1 \
+        --config.defense=capgan --config.defense_workdir=runs/capgan \
+        --config.surrogate_workdir=runs/capgan/surrogate --workdir=runs/eval_capgan_t1
+
+Writes `results.json`, `report.md`, figures and `rows/` (per-example results; an interrupted
+evaluation resumes without redoing finished rows) to the workdir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import ml_collections
+
+from capjax.eval.defense import Defense
+from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
+from capjax.eval.paper_suites import with_paper_numbers
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+from capjax.train.load_defense import (
+    load_classifier,
+    load_defense,
+    read_run_config,
+    run_fingerprint,
+)
+
+
+def _data_config(config) -> ml_collections.ConfigDict:
+    """The data section: the eval config's own, or the defense run's when `data.source` is 'run'."""
+    if config.data.source != "run":
+        return config
+    run_config = read_run_config(config.defense_workdir)
+    if "data" not in run_config:
+        raise ValueError(f"The run in {config.defense_workdir} has no data section.")
+    merged = ml_collections.ConfigDict(config.to_dict())
+    merged.data = run_config.data
+    return merged
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Loads the defense, the surrogate(s) when a row needs one, and runs the suite."""
+    if not config.defense_workdir:
+        raise ValueError(
+            "Set --config.defense_workdir to the finished run that holds the defense (for "
+            "none, jpeg, tvm and adv_training: a classifier run)."
+        )
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
+    data_config = _data_config(config)
+    dataset = classifier_lib.load_data(data_config, workdir)
+    options = config.defense_options.get(config.defense)
+    defense = load_defense(
+        config.defense,
+        config.defense_workdir,
+        options=options.to_dict() if options is not None else None,
+        classifier_workdir=config.classifier_workdir,
+        dataset=dataset,
+    )
+    rows = with_paper_numbers(plain_rows(config.eval.rows), config.suite, config.defense)
+    surrogate = None
+    if needs_surrogate(rows):
+        surrogate = _surrogate(config, dataset)
+    return evaluate_defense(
+        defense=defense,
+        surrogate=surrogate,
+        dataset=dataset,
+        eval_config=config.eval,
+        workdir=workdir,
+        seed=config.seed,
+        mesh=mesh,
+        title=f"{defense.name}: {config.suite}",
+        settings={"config": json.loads(config.to_json_best_effort())},
+        rows=rows,
+    )
+
+
+def _surrogate(config, dataset) -> Defense:
+    """f' for transfer rows and, with `surrogate_defense_workdir`, the gray-box copy."""
+    if config.surrogate_defense_workdir:
+        local = load_defense(config.defense, config.surrogate_defense_workdir, dataset=dataset)
+        return dataclasses.replace(local, name=f"local copy of {local.name}")
+    if not config.surrogate_workdir:
+        raise ValueError(
+            "This suite has black-box transfer rows: set --config.surrogate_workdir to a "
+            "classifier run trained like the target with another seed (a CAP-GAN run keeps "
+            "one in <its workdir>/surrogate), or --config.surrogate_defense_workdir."
+        )
+    model, variables, _ = load_classifier(config.surrogate_workdir, dataset)
+    return Defense(
+        name="surrogate f'",
+        classifier=classifier_lib.eval_logits_fn(model, variables),
+        fingerprint=run_fingerprint(config.surrogate_workdir),
+    )

@@ -245,6 +245,7 @@ class AttentionGenerator(nn.Module):
     num_blocks: int = 4
     light: bool = True
     stem_kernel: int = 7
+    residual: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -316,8 +317,21 @@ class AttentionGenerator(nn.Module):
             h = jax.image.resize(h, (n, 2 * hh, 2 * ww, c), "nearest")
             h = conv(width, 3, 1, False, f"up_{i}")(reflect_pad(h, 1))
             h = nn.relu(ILN(self.dtype, self.param_dtype, name=f"up_norm_{i}")(h))
-        h = conv(channels, k, 1, False, "to_image")(reflect_pad(h, k // 2))
-        x_out = (jnp.tanh(h).astype(jnp.float32) + 1.0) / 2.0
+        if self.residual:
+            h = nn.Conv(
+                channels,
+                (k, k),
+                padding="VALID",
+                use_bias=False,
+                kernel_init=nn.initializers.zeros,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="to_image",
+            )(reflect_pad(h, k // 2))
+            x_out = jnp.clip(x.astype(jnp.float32) + jnp.tanh(h).astype(jnp.float32), 0.0, 1.0)
+        else:
+            h = conv(channels, k, 1, False, "to_image")(reflect_pad(h, k // 2))
+            x_out = (jnp.tanh(h).astype(jnp.float32) + 1.0) / 2.0
         if return_attention:
             return x_out, cam_logits, heatmap
         return x_out

@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import ml_collections
 
-from capjax import data as data_lib
 from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
@@ -29,32 +28,7 @@ from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import LoopConfig, fit
 from capjax.train.optim import make_optimizer, schedule_from_config
-
-
-def target_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The classifier config of the target: CAFD's data and seed, the `target` section's rest."""
-    return ml_collections.ConfigDict(
-        {
-            "task": "classifier",
-            "seed": config.seed,
-            "data": config.data,
-            "model": config.target.model,
-            "train": config.target.train,
-        }
-    )
-
-
-def prepare_target(config, workdir: str, dataset: data_lib.Dataset, mesh):
-    """(model, variables) of the target: restored from `target.workdir`, or trained here."""
-    t_config = target_config(config)
-    source = config.target.get("workdir")
-    if source:
-        return classifier_lib.restore_classifier(
-            t_config, source, dataset.num_classes, dataset.image_shape
-        )
-    target_dir = os.path.join(workdir, "target")
-    trainer, result, _ = classifier_lib.train_classifier(t_config, target_dir, dataset, mesh)
-    return trainer.model, result.state.variables
+from capjax.train.targets import prepare_target, restore_target, target_config
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
@@ -102,10 +76,7 @@ def load_purifier(config: ml_collections.ConfigDict, workdir: str):
     """
     mesh = mesh_lib.make_mesh()
     dataset = classifier_lib.load_data(config, workdir)
-    target_dir = config.target.get("workdir") or os.path.join(workdir, "target")
-    target_model, target_variables = classifier_lib.restore_classifier(
-        target_config(config), target_dir, dataset.num_classes, dataset.image_shape
-    )
+    target_model, target_variables = restore_target(config, workdir, dataset)
     steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
     trainer = make_trainer(config, target_model, target_variables, steps_per_epoch)
     abstract = jax.eval_shape(
@@ -132,14 +103,11 @@ def fingerprint(config) -> dict[str, Any]:
     return {"task": "cafd", "target": config.target.model.name, "loss_form": config.cafd.loss_form}
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: target, denoiser, evaluation; returns the results dict."""
-    mesh = mesh_lib.make_mesh()
+def train_cafd(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
+    """Target (trained or restored), then the denoiser: (trainer, fit result, target model)."""
     classifier_lib.validate_config(target_config(config), mesh)
     mesh_lib.check_global_batch(config.train.batch_size, mesh)
-    dataset = classifier_lib.load_data(config, workdir)
     target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
-
     batches = classifier_lib.train_batches(dataset, config)
     trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
     result = fit(
@@ -157,6 +125,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         mesh=mesh,
         run_config=json.loads(config.to_json_best_effort()),
     )
+    return trainer, result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: target, denoiser, evaluation; returns the results dict."""
+    mesh = mesh_lib.make_mesh()
+    dataset = classifier_lib.load_data(config, workdir)
+    trainer, result = train_cafd(config, workdir, dataset, mesh)
+    target_model, target_variables = trainer.target, trainer.target_variables
     results = evaluate_purifier(
         logits_fn=classifier_lib.eval_logits_fn(target_model, target_variables),
         purify=trainer.purify(result.state),

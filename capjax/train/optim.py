@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import optax
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "linear_tail")
 OPTIMIZERS = ("sgd", "adam")
 
 
@@ -19,18 +19,21 @@ def learning_rate_schedule(
     milestones: Sequence[int] = (),
     gamma: float = 0.1,
     warmup_epochs: float = 0.0,
+    decay_start: float = 0.5,
 ) -> optax.Schedule:
     """A schedule over optimizer steps.
 
     Args:
       base: peak learning rate.
       kind: "constant", "step" (multiply by `gamma` at each epoch in `milestones`) or
-        "cosine" (to zero at `total_steps`).
+        "cosine" (to zero at `total_steps`) or "linear_tail" (constant, then linear to zero
+        from the fraction `decay_start` of training: U-GAT-IT's and CycleGAN's).
       steps_per_epoch: converts epochs to steps.
       total_steps: length of training.
       milestones: epochs at which a step schedule decays.
       gamma: the step schedule's factor.
       warmup_epochs: linear warm-up from 0, prepended to any kind.
+      decay_start: where the linear_tail schedule starts decaying, a fraction in [0, 1].
     """
     if kind not in SCHEDULES:
         raise ValueError(f"Unknown train.schedule {kind!r}; choose one of {SCHEDULES}.")
@@ -45,8 +48,16 @@ def learning_rate_schedule(
             if 0 < int(m * steps_per_epoch) - warmup
         }
         main = optax.piecewise_constant_schedule(base, boundaries)
-    else:
+    elif kind == "cosine":
         main = optax.cosine_decay_schedule(base, remaining)
+    else:
+        if not 0.0 <= decay_start <= 1.0:
+            raise ValueError(f"train.decay_start={decay_start} must be a fraction in [0, 1].")
+        flat = int(round(decay_start * remaining))
+        main = optax.join_schedules(
+            [optax.constant_schedule(base), optax.linear_schedule(base, 0.0, remaining - flat)],
+            [flat],
+        )
     if not warmup:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
@@ -90,4 +101,5 @@ def schedule_from_config(train_config, steps_per_epoch: int) -> optax.Schedule:
         milestones=tuple(t.milestones),
         gamma=t.gamma,
         warmup_epochs=t.warmup_epochs,
+        decay_start=t.get("decay_start", 0.5),
     )

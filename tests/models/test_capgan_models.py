@@ -354,3 +354,12 @@ def test_invalid_inputs_raise():
     disc = AttentionDiscriminator(base_width=4, num_downsamples=3)
     with pytest.raises(ValueError, match="H, W >= 24"):
         jax.eval_shape(disc.init, key, jnp.zeros((1, 16, 16, 3)))
+
+
+def test_residual_generator_starts_as_the_identity():
+    model = AttentionGenerator(base_width=4, num_blocks=1, stem_kernel=3, residual=True)
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    variables = model.init(jax.random.key(1), x)
+    out, cam_logits, heatmap = model.apply(variables, x, return_attention=True)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+    assert cam_logits.shape == (2, 2) and heatmap.shape == (2, 4, 4)

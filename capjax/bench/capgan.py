@@ -1,0 +1,182 @@
+"""`python -m capjax.bench capgan`: CAP-GAN train-step time, split by part.
+
+Times the exact jitted step of the CAP-GAN task (domain A by PGD against the frozen target,
+one update of both discriminators, one update of both generators) on random data with a
+randomly initialised target (throughput does not depend on the weights), and each part
+alone: the domain attack, the discriminator update (loss, gradient, optimizer) and the
+generator update. It also times one upsampling stage of the generator (nearest resize +
+3x3 conv, as capjax builds it) against a plain 3x3 convolution of the same output size, and
+against a stride-2 transposed convolution, the layer capjax avoids.
+
+    python -m capjax.bench capgan --size smoke --batch 32
+    python -m capjax.bench capgan --size full --batch 128 --dtype bfloat16   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from capjax.bench.report import describe_device, median_seconds, print_table
+from capjax.config_defaults import capgan_config, shrink_capgan_to_smoke
+from capjax.train import capgan as capgan_task
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m capjax.bench capgan",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--size",
+        choices=["smoke", "full"],
+        default="smoke",
+        help="smoke: the :smoke networks; full: ResNet-18 target, 64-wide U-GAT-IT networks",
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--attack-steps", type=int, default=None, help="domain PGD steps")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser.parse_args(argv)
+
+
+def upsampling_rows(batch: int, width: int, size: int, dtype, repeats: int) -> list[dict]:
+    """Forward + backward of resize+conv, a plain conv, and a transposed conv, same output."""
+    x_low = jax.random.normal(jax.random.key(0), (batch, size, size, 2 * width), dtype)
+    x_high = jax.random.normal(jax.random.key(1), (batch, 2 * size, 2 * size, 2 * width), dtype)
+    conv = nn.Conv(width, (3, 3), padding="SAME", dtype=dtype)
+    transposed = nn.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", dtype=dtype)
+
+    def resize_conv(params, x):
+        n, h, w, c = x.shape
+        return conv.apply(params, jax.image.resize(x, (n, 2 * h, 2 * w, c), "nearest"))
+
+    layers = {
+        "resize x2 + conv3x3": (conv, resize_conv, x_low),
+        "conv3x3 at the output size": (conv, conv.apply, x_high),
+        "transposed conv4x4 stride 2": (transposed, transposed.apply, x_low),
+    }
+    rows = []
+    for name, (module, apply, x) in layers.items():
+        params = module.init(jax.random.key(2), x if module is not conv else x_high)
+        grad = jax.jit(jax.grad(lambda p, x, f=apply: jnp.sum(f(p, x).astype(jnp.float32) ** 2)))
+        seconds = median_seconds(lambda g=grad, p=params, x=x: g(p, x), repeats)
+        rows.append(
+            {
+                "part": f"upsampling: {name}",
+                "ms": f"{seconds * 1e3:.2f}",
+                "images/s": f"{batch / seconds:,.0f}",
+                "compile (s)": "",
+            }
+        )
+    return rows
+
+
+def run(argv: list[str]) -> None:
+    args = parse(argv)
+    config = capgan_config(data_name="cifar10")
+    if args.size == "smoke":
+        shrink_capgan_to_smoke(config)
+        config.capgan.domain.attack.steps = 5
+    if args.attack_steps is not None:
+        config.capgan.domain.attack.steps = args.attack_steps
+    config.capgan.dtype = args.dtype
+    config.target.model.dtype = args.dtype
+
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_global_batch(args.batch, mesh, "--batch")
+    target = classifier_lib.build_classifier(config.target.model, 10)
+    x0 = np.zeros((1, 32, 32, 3), np.float32)
+    target_variables = jax.jit(target.init)(jax.random.key(0), x0)
+    trainer = capgan_task.make_trainer(config, target, target_variables, steps_per_epoch=100)
+    rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
+    state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
+        jax.random.key(1)
+    )
+    rng = np.random.default_rng(0)
+    batch = mesh_lib.shard_batch(
+        {
+            "image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
+            "label": rng.integers(0, 10, (args.batch,), dtype=np.int32),
+        },
+        mesh,
+    )
+    key = jax.random.key(2)
+    step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    start = time.perf_counter()
+    step.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - start
+    step_s = median_seconds(lambda: step(state, batch, key), args.repeats)
+
+    def x_of(b):
+        return b["image"].astype(jnp.float32) / 255
+
+    attack = jax.jit(
+        lambda s, b, k: trainer.craft_domain(s.target_variables, x_of(b), b["label"], k)
+    )
+    x_adv = attack(state, batch, key)
+
+    def d_update(s, x, x_adv):
+        grads = jax.grad(trainer.discriminator_losses, has_aux=True)(
+            s.discriminator_params, s.discriminator_stats, s.generator_params, x, x_adv
+        )[0]
+        updates, _ = trainer.discriminator_tx.update(
+            grads, s.discriminator_opt_state, s.discriminator_params
+        )
+        return optax.apply_updates(s.discriminator_params, updates)
+
+    def g_update(s, x, x_adv):
+        grads = jax.grad(trainer.generator_losses, has_aux=True)(
+            s.generator_params,
+            s.discriminator_params,
+            s.discriminator_stats,
+            s.target_variables,
+            x,
+            x_adv,
+        )[0]
+        updates, _ = trainer.generator_tx.update(grads, s.generator_opt_state, s.generator_params)
+        return optax.apply_updates(s.generator_params, updates)
+
+    parts = {
+        "domain A: PGD against f": (attack, (state, batch, key)),
+        "discriminators: loss + grad + update": (jax.jit(d_update), (state, x_of(batch), x_adv)),
+        "generators: loss + grad + update": (jax.jit(g_update), (state, x_of(batch), x_adv)),
+    }
+    rows = [
+        {
+            "part": "whole step",
+            "ms": f"{step_s * 1e3:.1f}",
+            "images/s": f"{args.batch / step_s:,.1f}",
+            "compile (s)": f"{compile_s:.1f}",
+        }
+    ]
+    for name, (fn, fn_args) in parts.items():
+        seconds = median_seconds(lambda f=fn, a=fn_args: f(*a), args.repeats)
+        rows.append(
+            {
+                "part": name,
+                "ms": f"{seconds * 1e3:.1f}",
+                "images/s": f"{args.batch / seconds:,.1f}",
+                "compile (s)": "",
+            }
+        )
+    g = config.capgan.generator
+    dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
+    rows += upsampling_rows(args.batch, g.base_width, 8, dtype, args.repeats)
+    print(describe_device())
+    print(
+        f"CAP-GAN step, size={args.size}, target={config.target.model.name}, generator width "
+        f"{g.base_width} x{g.num_blocks} blocks (stem {g.stem_kernel}x{g.stem_kernel}), "
+        f"discriminator scales {list(config.capgan.discriminator.scales)}, "
+        f"domain PGD-{config.capgan.domain.attack.steps}, dtype={args.dtype}, batch={args.batch}"
+    )
+    print_table(rows)

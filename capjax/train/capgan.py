@@ -1,0 +1,210 @@
+"""The CAP-GAN task: target and surrogate classifiers, the GAN pair, the evaluation.
+
+    python -m capjax.main --config=configs/capgan_cifar.py --workdir=DIR
+
+Stages, each resumable and skipped once finished:
+1. the target classifier f (ResNet-18 by default) in `DIR/target`, unless
+   `config.target.workdir` names a finished classifier run;
+2. T_A->C, T_C->A, D_C and D_A (`capjax.defenses.capgan`) in `DIR/checkpoints`;
+3. the surrogate f' (f's recipe, another seed) in `DIR/surrogate` when a row of the
+   evaluation needs it (black-box transfer), unless `config.surrogate.workdir` names one;
+4. the evaluation suite (`capjax.eval`) on `config.eval.rows`: `results.json`, `report.md`,
+   PNG figures, and sanity checks, in DIR (finished rows are not redone).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from capjax.defenses.capgan import CAPGANTrainer, LossWeights
+from capjax.eval.defense import Defense, keyed, weights_fingerprint
+from capjax.eval.evaluate import evaluate_defense, needs_surrogate
+from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
+from capjax.train.loop import LoopConfig, fit
+from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.targets import (
+    prepare_surrogate,
+    prepare_target,
+    restore_target,
+    target_config,
+)
+
+
+def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAPGANTrainer:
+    """The trainer a config describes, around a trained target f."""
+    c, t = config.capgan, config.train
+    schedule = schedule_from_config(t, steps_per_epoch)
+
+    def optimizer():
+        return make_optimizer(
+            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
+        )
+
+    dtype = classifier_lib.parse_dtype(c.dtype, "capgan.dtype")
+    return CAPGANTrainer(
+        generator=AttentionGenerator(
+            base_width=c.generator.base_width,
+            num_downsamples=c.generator.num_downsamples,
+            num_blocks=c.generator.num_blocks,
+            stem_kernel=c.generator.stem_kernel,
+            residual=c.generator.residual,
+            dtype=dtype,
+        ),
+        discriminator=MultiScaleDiscriminator(
+            base_width=c.discriminator.base_width,
+            scales=tuple(c.discriminator.scales),
+            spectral_norm=c.discriminator.spectral_norm,
+            dtype=dtype,
+        ),
+        target=target_model,
+        target_variables=target_variables,
+        generator_tx=optimizer(),
+        discriminator_tx=optimizer(),
+        weights=LossWeights(**c.loss.to_dict()),
+        schedule=schedule,
+        domain_attack=c.domain.attack.to_dict(),
+    )
+
+
+def fingerprint(config) -> dict[str, Any]:
+    loss = config.capgan.loss
+    return {
+        "task": "capgan",
+        "target": config.target.model.name,
+        "terms": f"cam={loss.use_cam},sem={loss.use_sem},cycle={loss.use_cycle}",
+        "residual": bool(config.capgan.generator.get("residual", False)),
+    }
+
+
+def _restore_state(config, workdir: str, trainer: CAPGANTrainer, dataset, steps_per_epoch: int):
+    abstract = jax.eval_shape(
+        lambda key: trainer.init_state(key, dataset.image_shape), jax.random.key(0)
+    )
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        expected_step = config.train.epochs * steps_per_epoch
+        if checkpointer.latest_step() != expected_step:
+            raise ValueError(
+                f"The CAP-GAN run in {workdir} has not finished (checkpoint step "
+                f"{checkpointer.latest_step()} of {expected_step}); run it to the end first."
+            )
+        state, _ = checkpointer.restore(
+            abstract_on(abstract, mesh_lib.replicated(mesh_lib.make_mesh())),
+            dict(fingerprint(config), **state_fingerprint(abstract)),
+        )
+    finally:
+        checkpointer.close()
+    return state
+
+
+def load_purifier(config: ml_collections.ConfigDict, workdir: str):
+    """(purify, classifier logits_fn) of a finished CAP-GAN run in `workdir`.
+
+    Raises:
+      ValueError: the run has not finished, or its checkpoints belong to another config.
+    """
+    dataset = classifier_lib.load_data(config, workdir)
+    target_model, target_variables = restore_target(config, workdir, dataset)
+    steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
+    trainer = make_trainer(config, target_model, target_variables, steps_per_epoch)
+    state = _restore_state(config, workdir, trainer, dataset, steps_per_epoch)
+    return trainer.purify(state), classifier_lib.eval_logits_fn(target_model, target_variables)
+
+
+def attention_figure(trainer: CAPGANTrainer, state) -> Any:
+    """(x, x_adv) -> the figure's extra rows: T_A->C's attention on x_adv, at image size."""
+    params = state.generator_params["a2c"]
+
+    def extra(x: jax.Array, x_adv: jax.Array) -> dict[str, jax.Array]:
+        _, _, heatmap = trainer.translate(params, x_adv)
+        n, h, w = x.shape[:3]
+        heatmap = jax.image.resize(heatmap.astype(jnp.float32), (n, h, w), "bilinear")
+        low = heatmap.min(axis=(1, 2), keepdims=True)
+        high = heatmap.max(axis=(1, 2), keepdims=True)
+        return {"attention (T_A->C)": (heatmap - low) / jnp.maximum(high - low, 1e-12)}
+
+    return extra
+
+
+def train_capgan(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
+    """Target (trained or restored), then the GAN pair: (trainer, fit result)."""
+    classifier_lib.validate_config(target_config(config), mesh)
+    mesh_lib.check_global_batch(config.train.batch_size, mesh)
+    target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
+    batches = classifier_lib.train_batches(dataset, config)
+    trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
+    result = fit(
+        init_state=lambda key: trainer.init_state(key, dataset.image_shape),
+        train_step=trainer.train_step,
+        batches=batches,
+        workdir=workdir,
+        config=LoopConfig.from_train_config(
+            config.train, batches.steps_per_epoch, seed=config.seed, description="train CAP-GAN"
+        ),
+        fingerprint=fingerprint(config),
+        mesh=mesh,
+        run_config=json.loads(config.to_json_best_effort()),
+    )
+    return trainer, result
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: f, the GAN pair, f' (if the evaluation needs it), the evaluation."""
+    mesh = mesh_lib.make_mesh()
+    dataset = classifier_lib.load_data(config, workdir)
+    trainer, result = train_capgan(config, workdir, dataset, mesh)
+    target_model, target_variables = trainer.target, trainer.target_variables
+    surrogate = None
+    if needs_surrogate(config.eval.rows):
+        s_model, s_variables = prepare_surrogate(config, workdir, dataset, mesh)
+        surrogate = Defense(
+            name="surrogate f'",
+            classifier=classifier_lib.eval_logits_fn(s_model, s_variables),
+            fingerprint=weights_fingerprint(s_variables),
+        )
+    defense = Defense(
+        name="CAP-GAN",
+        classifier=classifier_lib.eval_logits_fn(target_model, target_variables),
+        purify=keyed(trainer.purify(result.state)),
+        fingerprint=weights_fingerprint(result.state.generator_params["a2c"], target_variables),
+    )
+    loss = config.capgan.loss
+    results = evaluate_defense(
+        defense=defense,
+        surrogate=surrogate,
+        dataset=dataset,
+        eval_config=config.eval,
+        workdir=workdir,
+        seed=config.seed,
+        mesh=mesh,
+        title="CAP-GAN" + _ablation_suffix(loss),
+        figure_extra=attention_figure(trainer, result.state),
+    )
+    results.update(
+        {
+            "task": "capgan",
+            "generator_steps": result.step,
+            "target": config.target.model.name,
+            "loss": loss.to_dict(),
+        }
+    )
+    return results
+
+
+def _ablation_suffix(loss) -> str:
+    off = [
+        name
+        for name, on in (("CAM", loss.use_cam), ("sem", loss.use_sem), ("cycle", loss.use_cycle))
+        if not on
+    ]
+    extra = f" (without {', '.join(off)})" if off else ""
+    return extra + f", alpha {loss.alpha:g}, T {loss.temperature:g}"

@@ -23,11 +23,15 @@ from tqdm.auto import tqdm
 from capjax import data as data_lib
 from capjax.models import classifier_names, get_classifier
 from capjax.train import mesh as mesh_lib
+from capjax.train.adversarial import AdversarialTraining, adversarial_fingerprint
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
 from capjax.train.loop import FitResult, LoopConfig, append_jsonl, fit
 from capjax.train.optim import make_optimizer, schedule_from_config
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# `dtype="auto"`: bfloat16 where it is fast (GPU tensor cores, TPU MXU), float32 on CPU.
+AUTO_DTYPE = "auto"
+_BFLOAT16_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 
 
 @flax.struct.dataclass
@@ -42,9 +46,31 @@ class ClassifierState:
         return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-def parse_dtype(name: str, field: str) -> Any:
+def auto_dtype(platform: str | None = None) -> Any:
+    """The compute dtype "auto" stands for on `platform` (default: JAX's default backend)."""
+    platform = jax.default_backend() if platform is None else platform
+    return jnp.bfloat16 if platform in _BFLOAT16_PLATFORMS else jnp.float32
+
+
+def parse_dtype(name: str, field: str, *, allow_auto: bool = True) -> Any:
+    """A config's dtype name -> the jnp dtype; "auto" (compute dtypes only) -> `auto_dtype()`.
+
+    The compute dtype never enters a checkpoint: parameters, batch statistics and optimizer
+    state keep `param_dtype`, so a run resumes on another platform whatever "auto" becomes.
+
+    Raises:
+      ValueError: an unknown name, or "auto" where `allow_auto` is False (storage dtypes).
+    """
+    if name == AUTO_DTYPE:
+        if not allow_auto:
+            raise ValueError(
+                f"{field}='auto' is not allowed: storage dtypes are chosen explicitly (keep "
+                f"float32); 'auto' is for the compute dtype. Choose one of {tuple(DTYPES)}."
+            )
+        return auto_dtype()
     if name not in DTYPES:
-        raise ValueError(f"Unknown {field} {name!r}; choose one of {tuple(DTYPES)}.")
+        choices = tuple(DTYPES) + ((AUTO_DTYPE,) if allow_auto else ())
+        raise ValueError(f"Unknown {field} {name!r}; choose one of {choices}.")
     return DTYPES[name]
 
 
@@ -63,7 +89,7 @@ def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
         model_config.name,
         num_classes=num_classes,
         dtype=parse_dtype(model_config.dtype, "model.dtype"),
-        param_dtype=parse_dtype(model_config.param_dtype, "model.param_dtype"),
+        param_dtype=parse_dtype(model_config.param_dtype, "model.param_dtype", allow_auto=False),
         **kwargs,
     )
 
@@ -95,14 +121,19 @@ def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
             f"{', '.join(classifier_names())}."
         )
     parse_dtype(config.model.dtype, "model.dtype")
-    parse_dtype(config.model.param_dtype, "model.param_dtype")
+    parse_dtype(config.model.param_dtype, "model.param_dtype", allow_auto=False)
     mesh_lib.check_global_batch(config.train.batch_size, mesh)
     mesh_lib.check_global_batch(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+    AdversarialTraining.from_config(config.train)  # raises on a bad train.adversarial
 
 
 @dataclasses.dataclass
 class ClassifierTrainer:
-    """The pure pieces of classifier training, for the generic loop and for later tasks."""
+    """The pure pieces of classifier training, for the generic loop and for later tasks.
+
+    With `adversarial` set, each step trains on PGD examples of its augmented batch
+    (`capjax.train.adversarial`) and logs `accuracy` (clean) and `adversarial_accuracy`.
+    """
 
     model: Any
     tx: optax.GradientTransformation
@@ -110,6 +141,7 @@ class ClassifierTrainer:
     label_smoothing: float = 0.0
     crop_padding: int = 4
     flip: bool = True
+    adversarial: AdversarialTraining | None = None
 
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> ClassifierState:
         variables = self.model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
@@ -142,6 +174,11 @@ class ClassifierTrainer:
         images = data_lib.augment_batch(
             batch["image"], aug_key, crop_padding=self.crop_padding, flip=self.flip
         )
+        clean_logits = None
+        if self.adversarial is not None:
+            images, clean_logits = self.adversarial.perturb(
+                self.model, state.variables, images, batch["label"], jax.random.fold_in(key, 1)
+            )
         grad_fn = jax.value_and_grad(self.loss, has_aux=True)
         (loss, (logits, batch_stats)), grads = grad_fn(
             state.params, state.batch_stats, images, batch["label"], dropout_key
@@ -153,6 +190,9 @@ class ClassifierTrainer:
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
             "learning_rate": self.schedule(state.step),
         }
+        if clean_logits is not None:  # the step's own logits were the adversarial batch's
+            metrics["adversarial_accuracy"] = metrics["accuracy"]
+            metrics["accuracy"] = jnp.mean(jnp.argmax(clean_logits, -1) == batch["label"])
         new_state = ClassifierState(state.step + 1, params, batch_stats, opt_state)
         return new_state, metrics
 
@@ -195,7 +235,7 @@ def accuracy(
     batches = data_lib.eval_batches(images, labels, batch_size)
     num_batches = -(-len(labels) // batch_size)
     for batch in tqdm(batches, total=num_batches, desc=desc, disable=desc is None, leave=False):
-        total += int(correct(mesh_lib.shard_batch(batch, mesh)))
+        total += int(correct(mesh_lib.shard_global_batch(batch, mesh)))
     return total / len(labels)
 
 
@@ -218,11 +258,16 @@ def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTr
         label_smoothing=t.label_smoothing,
         crop_padding=config.data.augment.crop_padding,
         flip=config.data.augment.flip,
+        adversarial=AdversarialTraining.from_config(t),
     )
 
 
 def fingerprint(config) -> dict[str, Any]:
-    return {"task": "classifier", "model": config.model.name}
+    return {
+        "task": "classifier",
+        "model": config.model.name,
+        "adversarial": adversarial_fingerprint(config.train),
+    }
 
 
 def train_batches(dataset: data_lib.Dataset, config) -> data_lib.BatchIterator:
@@ -327,14 +372,25 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "test_accuracy": acc,
         "num_test": int(len(dataset.test_labels)),
     }
+    if trainer.adversarial is not None:  # AT: also the training attack on the test split
+        logits_fn = trainer.logits_fn(result.state.variables)
+        results["adversarial_training"] = trainer.adversarial.describe()
+        results["test_adversarial_accuracy"] = accuracy(
+            logits_fn,
+            dataset.test_images,
+            dataset.test_labels,
+            batch_size=config.train.eval_batch_size,
+            transform=trainer.adversarial.test_attack(logits_fn, jax.random.key(config.seed + 1)),
+            desc="test PGD",
+        )
     append_jsonl(
         os.path.join(workdir, "metrics.jsonl"),
         {"split": "test", "step": result.step, "accuracy": acc},
     )
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "results.json"), results)
-    print(
-        f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
-        f"({len(dataset.test_labels)} images, {result.step} steps)"
-    )
+        print(
+            f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
+            f"({len(dataset.test_labels)} images, {result.step} steps)"
+        )
     return results

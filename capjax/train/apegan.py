@@ -1,0 +1,100 @@
+"""The APE-GAN baseline task: target classifier, then the GAN, then the evaluation.
+
+    python -m capjax.main --config=configs/apegan_cifar.py --workdir=DIR
+
+Stages, each resumable and skipped once finished (`capjax.train.purifier_task`):
+1. the target classifier (ResNet-18 by default, the CAP-GAN setting) in `DIR/target`, unless
+   `config.target.workdir` names a finished classifier run to use;
+2. APE-GAN's generator and discriminator (`capjax.defenses.apegan`) on training examples
+   crafted against the target inside each step, in `DIR/checkpoints`;
+3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
+   `report.md` and `figure.png` in DIR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from capjax.defenses._examples import check_training_attack
+from capjax.defenses.apegan import APEGANTrainer
+from capjax.models.apegan import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
+from capjax.train import classifier as classifier_lib
+from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.purifier_task import load_finished_purifier, train_and_evaluate
+
+TITLE = "APE-GAN"
+
+
+def validate(config) -> None:
+    """The APE-GAN section's names, checked before any training."""
+    a = config.apegan
+    if a.generator.upsampling not in UPSAMPLING:
+        raise ValueError(
+            f"Unknown apegan.generator.upsampling {a.generator.upsampling!r}; choose one of "
+            f"{UPSAMPLING}."
+        )
+    check_training_attack(a.attack.to_dict(), "apegan.attack")
+    classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
+
+
+def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> APEGANTrainer:
+    """The trainer a config describes, around a trained target."""
+    a, t = config.apegan, config.train
+    schedule = schedule_from_config(t, steps_per_epoch)
+
+    def optimizer():
+        return make_optimizer(
+            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
+        )
+
+    dtype = classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
+    return APEGANTrainer(
+        generator=APEGANGenerator(
+            widths=tuple(a.generator.widths), upsampling=a.generator.upsampling, dtype=dtype
+        ),
+        discriminator=APEGANDiscriminator(widths=tuple(a.discriminator.widths), dtype=dtype),
+        target=target_model,
+        target_variables=target_variables,
+        generator_tx=optimizer(),
+        discriminator_tx=optimizer(),
+        schedule=schedule,
+        mse_weight=a.mse_weight,
+        gan_weight=a.gan_weight,
+        attack=a.attack.to_dict(),
+    )
+
+
+def fingerprint(config) -> dict[str, Any]:
+    return {
+        "task": "apegan",
+        "target": config.target.model.name,
+        "attack": config.apegan.attack.name,
+    }
+
+
+def load_purifier(config: ml_collections.ConfigDict, workdir: str):
+    """(purify, classifier logits_fn) of a finished APE-GAN run in `workdir`.
+
+    Raises:
+      ValueError: the run has not finished, or its checkpoints belong to another config.
+    """
+    validate(config)
+    return load_finished_purifier(
+        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title=TITLE
+    )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: target, generator and discriminator, evaluation; the results dict."""
+    validate(config)
+    return train_and_evaluate(
+        config,
+        workdir,
+        task="apegan",
+        make_trainer=make_trainer,
+        fingerprint=fingerprint(config),
+        title=TITLE,
+        extra_results={"attack": config.apegan.attack.to_dict()},
+    )

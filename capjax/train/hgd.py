@@ -1,0 +1,96 @@
+"""The HGD baseline task: target classifier, then the guided denoiser, then the evaluation.
+
+    python -m capjax.main --config=configs/hgd_cifar.py --workdir=DIR
+
+Stages, each resumable and skipped once finished (`capjax.train.purifier_task`):
+1. the target classifier (ResNet-18 by default, the CAP-GAN setting) in `DIR/target`, unless
+   `config.target.workdir` names a finished classifier run to use;
+2. the DUNET denoiser trained with HGD's guided loss (`capjax.defenses.hgd`) on training
+   examples crafted against the target inside each step, in `DIR/checkpoints`;
+3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
+   `report.md` and `figure.png` in DIR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from capjax.defenses._examples import check_training_attack
+from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
+from capjax.models.denoiser import DUNet
+from capjax.train import classifier as classifier_lib
+from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.purifier_task import load_finished_purifier, train_and_evaluate
+
+TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
+
+
+def validate(config) -> None:
+    """The HGD section's names, checked before any training."""
+    if config.hgd.loss not in GUIDED_LOSSES:
+        raise ValueError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
+    check_training_attack(config.hgd.attack.to_dict(), "hgd.attack")
+    classifier_lib.parse_dtype(config.hgd.dtype, "hgd.dtype")
+
+
+def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> HGDTrainer:
+    """The trainer a config describes, around a trained target."""
+    h, t = config.hgd, config.train
+    schedule = schedule_from_config(t, steps_per_epoch)
+    return HGDTrainer(
+        denoiser=DUNet(
+            widths=tuple(h.denoiser.widths),
+            encoder_blocks=tuple(h.denoiser.encoder_blocks),
+            decoder_blocks=tuple(h.denoiser.decoder_blocks),
+            dtype=classifier_lib.parse_dtype(h.dtype, "hgd.dtype"),
+        ),
+        target=target_model,
+        target_variables=target_variables,
+        tx=make_optimizer(
+            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
+        ),
+        schedule=schedule,
+        loss=h.loss,
+        attack=h.attack.to_dict(),
+    )
+
+
+def fingerprint(config) -> dict[str, Any]:
+    return {
+        "task": "hgd",
+        "target": config.target.model.name,
+        "loss": config.hgd.loss,
+        "attack": config.hgd.attack.name,
+    }
+
+
+def load_purifier(config: ml_collections.ConfigDict, workdir: str):
+    """(purify, classifier logits_fn) of a finished HGD run in `workdir`, for attacks and eval.
+
+    Raises:
+      ValueError: the run has not finished, or its checkpoints belong to another config.
+    """
+    validate(config)
+    return load_finished_purifier(
+        config,
+        workdir,
+        make_trainer=make_trainer,
+        fingerprint=fingerprint(config),
+        title=TITLES[config.hgd.loss],
+    )
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Task entry point: target, denoiser, evaluation; returns the results dict."""
+    validate(config)
+    return train_and_evaluate(
+        config,
+        workdir,
+        task="hgd",
+        make_trainer=make_trainer,
+        fingerprint=fingerprint(config),
+        title=TITLES[config.hgd.loss],
+        extra_results={"loss": config.hgd.loss, "attack": config.hgd.attack.to_dict()},
+    )

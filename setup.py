@@ -26,5 +26,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.5"],
+        # Peers of `python -m capjax.bench compare`; never imported by the library or tests.
+        # For CPU-only PyTorch install torch first from its CPU index:
+        #   pip install torch --index-url https://download.pytorch.org/whl/cpu
+        "bench": ["torch>=2.0", "torchattacks>=3.5", "foolbox>=3.3"],
     },
 )

@@ -13,6 +13,8 @@ BENCHMARKS = {
     "train": "training images/s and compile time of the classifier train step",
     "attacks": "images/s, compile time and loop overhead of each attack",
     "cafd": "CAFD train-step time, split into the CAFA attack and the two updates",
+    "capgan": "CAP-GAN train-step time by part, and resize+conv against transposed conv",
+    "compare": "capjax's PGD against torchattacks and foolbox on the same model",
 }
 
 

@@ -27,10 +27,10 @@ given take the bench table `SETTINGS` below, then eps = 8/255, step_size = 2/255
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
 import pkgutil
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,7 +41,13 @@ import numpy as np
 
 import capjax.attacks
 from capjax.attacks._common import cross_entropy
-from capjax.bench.report import compiled_flops, describe_device, print_table
+from capjax.bench.report import (
+    compile_timed,
+    compiled_flops,
+    describe_device,
+    median_seconds,
+    print_table,
+)
 from capjax.models import get_classifier
 
 DEFAULT_ATTACKS = "fgsm,pgd10,mifgsm10,cw_l2,ddn"
@@ -126,20 +132,70 @@ def model_callable(kind: str, model, variables) -> Callable:
 
 
 def timed(compiled: Callable, args: tuple, repeats: int) -> float:
-    """Median steady-state seconds per call (after one warm-up call)."""
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median steady-state seconds per call `compiled(*args)` (after one warm-up call)."""
+    return median_seconds(lambda: compiled(*args), repeats)
 
 
-def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float]:
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - start
+@dataclasses.dataclass(frozen=True)
+class GradientBaseline:
+    """One jitted forward + input gradient of the cross-entropy: the unit of attack cost.
+
+    Attributes:
+      batch: images per call.
+      seconds: T_grad, median steady-state wall time of one call.
+      forward_flops, gradient_flops: XLA's FLOP counts of the compiled forward and forward +
+        input gradient for the whole batch (None where the backend gives none).
+      call: runs the compiled gradient once (to time it again beside something else).
+    """
+
+    batch: int
+    seconds: float
+    forward_flops: float | None
+    gradient_flops: float | None
+    call: Callable[[], Any] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    def overhead(self, seconds: float, grads: int) -> float:
+        """Loop overhead T_attack / (grads x T_grad); 1.0: the attack costs its gradients."""
+        return seconds / (grads * self.seconds)
+
+    def gflops(self, seconds: float, grads: int) -> str:
+        """Useful GFLOP/s of a call doing `grads` gradients in `seconds`, formatted."""
+        if not self.gradient_flops:
+            return "n/a"
+        return f"{self.gradient_flops * grads / seconds / 1e9:.1f}"
+
+    def describe(self) -> str:
+        """Lines giving FLOPs per image and T_grad, as the attack benchmarks print them."""
+        lines = []
+        if self.forward_flops and self.gradient_flops:
+            lines.append(
+                f"forward {self.forward_flops / self.batch / 1e6:.1f} MFLOP/image, forward+input "
+                f"gradient {self.gradient_flops / self.batch / 1e6:.1f} MFLOP/image "
+                f"({self.gradient_flops / self.forward_flops:.2f}x forward; XLA cost analysis "
+                "of the compiled functions)"
+            )
+        lines.append(
+            f"T_grad = {self.seconds * 1e3:.1f} ms ({self.batch / self.seconds:,.0f} images/s)"
+        )
+        return "\n".join(lines)
+
+
+def gradient_baseline(
+    model, variables, x: jax.Array, y: jax.Array, repeats: int
+) -> GradientBaseline:
+    """Compiles and times the bare forward + input gradient of `model` at batch x (eval mode)."""
+
+    def forward(v, x):
+        return model.apply(v, x, train=False)
+
+    def loss_gradient(v, x, y):
+        return jax.grad(lambda z: jnp.sum(cross_entropy(forward(v, z), y)))(x)
+
+    fwd, _ = compile_timed(forward, (variables, x))
+    grad, _ = compile_timed(loss_gradient, (variables, x, y))
+    seconds = timed(grad, (variables, x, y), max(repeats, 5))
+    call = lambda: grad(variables, x, y)
+    return GradientBaseline(x.shape[0], seconds, compiled_flops(fwd), compiled_flops(grad), call)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -188,25 +244,10 @@ def run(argv: list[str]) -> None:
         unroll = flags.get(args.unroll.lower(), None)
         unroll = int(args.unroll) if unroll is None else unroll
 
-    def forward(v, x):
-        return model.apply(v, x, train=False)
-
-    def loss_gradient(v, x, y):
-        return jax.grad(lambda z: jnp.sum(cross_entropy(forward(v, z), y)))(x)
-
-    fwd, _ = compile_timed(forward, (variables, x))
-    grad, _ = compile_timed(loss_gradient, (variables, x, y))
-    t_grad = timed(grad, (variables, x, y), max(args.repeats, 5))
-    fwd_flops, grad_flops = compiled_flops(fwd), compiled_flops(grad)
+    baseline = gradient_baseline(model, variables, x, y, args.repeats)
     print(describe_device())
     print(f"model={args.model} dtype={args.dtype} batch={args.batch} image=32x32x3")
-    if fwd_flops and grad_flops:
-        print(
-            f"forward {fwd_flops / args.batch / 1e6:.1f} MFLOP/image, forward+input gradient "
-            f"{grad_flops / args.batch / 1e6:.1f} MFLOP/image ({grad_flops / fwd_flops:.2f}x "
-            "forward; XLA cost analysis of the compiled functions)"
-        )
-    print(f"T_grad = {t_grad * 1e3:.1f} ms ({args.batch / t_grad:,.0f} images/s)\n")
+    print(baseline.describe() + "\n")
 
     rows = []
     for name, overrides in specs:
@@ -217,11 +258,7 @@ def run(argv: list[str]) -> None:
             options["unroll"] = unroll
         k = grad_count(fn, options)
         start = time.perf_counter()
-        rows.append(
-            bench_attack(
-                name, fn, options, variables, x, y, key, model, args, t_grad, grad_flops, k
-            )
-        )
+        rows.append(bench_attack(name, fn, options, variables, x, y, key, model, args, baseline, k))
         print(f"  {name}: measured in {time.perf_counter() - start:.0f} s", flush=True)
     print()
     print_table(rows)
@@ -231,7 +268,7 @@ def run(argv: list[str]) -> None:
     )
 
 
-def bench_attack(name, fn, options, variables, x, y, key, model, args, t_grad, grad_flops, k):
+def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline, k):
     params = list(inspect.signature(fn).parameters)
     kind = params[0]
     takes_y = len(params) > 2 and params[2] == "y"
@@ -254,6 +291,6 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, t_grad, g
         "call (ms)": f"{t * 1e3:.0f}",
         "images/s": f"{args.batch / t:,.1f}",
         "grads": k,
-        "overhead": f"{t / (k * t_grad):.2f}",
-        "GFLOP/s": f"{grad_flops * k / t / 1e9:.1f}" if grad_flops else "n/a",
+        "overhead": f"{baseline.overhead(t, k):.2f}",
+        "GFLOP/s": baseline.gflops(t, k),
     }

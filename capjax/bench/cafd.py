@@ -12,13 +12,12 @@ the difference.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
 import numpy as np
 
-from capjax.bench.report import describe_device, print_table
+from capjax.bench.report import describe_device, median_seconds, print_table
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.train import cafd as cafd_task
 from capjax.train import classifier as classifier_lib
@@ -47,16 +46,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=5)
     return parser.parse_args(argv)
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def run(argv: list[str]) -> None:
@@ -97,8 +86,8 @@ def run(argv: list[str]) -> None:
     start = time.perf_counter()
     step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start
-    step_s = _median_seconds(lambda: step(state, batch, key), args.repeats)
-    attack_s = _median_seconds(
+    step_s = median_seconds(lambda: step(state, batch, key), args.repeats)
+    attack_s = median_seconds(
         lambda: attack(state.target_variables, batch["image"], key), args.repeats
     )
     print(describe_device())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 
@@ -27,6 +29,50 @@ def compiled_flops(compiled: Any) -> float | None:
         analysis = analysis[0] if analysis else {}
     flops = (analysis or {}).get("flops")
     return float(flops) if flops and flops > 0 else None
+
+
+class Timing(NamedTuple):
+    """Median seconds per call: wall time, and CPU time of this process (all its threads).
+
+    On a machine shared with other jobs the wall time grows with their load, the CPU time
+    much less (threads that spin while waiting for each other still count)."""
+
+    wall: float
+    cpu: float
+
+
+def median_seconds(call: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `repeats` steady-state calls of `call()`, after one warm-up call.
+
+    Each call's result is waited for with `jax.block_until_ready`, so `call` may return JAX
+    arrays (asynchronous dispatch) or anything else (synchronous libraries).
+    """
+    return interleaved_timings({"call": call}, repeats)["call"].wall
+
+
+def interleaved_timings(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, Timing]:
+    """`median_seconds` (and CPU seconds) of several calls timed in turn: one warm-up each,
+    then `repeats` rounds of one call each, so that a change in machine load hits them alike."""
+    for call in calls.values():
+        jax.block_until_ready(call())
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(repeats, 1)):
+        for name, call in calls.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(call())
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {
+        name: Timing(statistics.median(wall[name]), statistics.median(cpu[name])) for name in calls
+    }
+
+
+def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float]:
+    """(`jax.jit(fn)` lowered and compiled for `args`, compile wall time in seconds)."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
 
 
 def print_table(rows: Sequence[dict[str, Any]]) -> None:

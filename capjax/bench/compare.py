@@ -1,0 +1,404 @@
+"""`python -m capjax.bench compare`: capjax's PGD against other libraries' on the same model.
+
+One attack, fixed: PGD-k, L-inf, eps 8/255, step 2/255, no random start, cross-entropy,
+untargeted, float32. It runs as
+
+- capjax: `capjax.attacks.pgd` on the capjax zoo model, jitted with the variables as
+  arguments (as a user's evaluation would);
+- torchattacks: `torchattacks.PGD(random_start=False)` on the model's PyTorch twin
+  (`capjax.bench.torch_twins`: same layers, weights and batch statistics copied across,
+  eval mode); the twin's logits are checked against the Flax model's before anything is
+  timed, and the run stops if they differ by more than 1e-4 (relative to the logit scale);
+- foolbox: foolbox 3's `LinfPGD(abs_stepsize, steps, random_start=False)` on the same JAX
+  model through `foolbox.JAXModel` (bounds (0, 1)), the model jitted.
+
+The model has random weights (`random_variables`), random BatchNorm statistics and CIFAR-10
+input normalisation, so that every layer the twin mirrors is exercised, and a head bias that
+centres its logits (see `build_model`); images are uniform noise and the labels are the
+model's own clean predictions, so every image starts correctly classified. Throughput does
+not depend on the weights.
+
+Speed table: median wall time of `--repeats` calls per library after a warm-up call, the
+libraries (and T_grad's bare gradient) timed in turn, one call each per round, so that load
+from other jobs hits them alike; every output is waited for (foolbox's success flags are a
+forward pass JAX may still be running when x_adv is ready). capjax/peer is the images/s
+ratio (> 1: capjax faster); GFLOP/s is XLA's FLOP count of one forward + input gradient x
+steps / wall time, the same useful work for every library. CPU s/call is the process's CPU
+time per call (all threads) and its ratio the work each library burns: on a machine shared
+with other jobs it moves much less with their load than wall time does, though threads that
+spin while waiting for each other count as work (torch's OpenMP threads on a loaded machine:
+compare `--torch-threads 1,2`).
+
+Agreement table: success rate (misclassified by the Flax model), mean cross-entropy (the
+attack's objective) and largest perturbation of each x_adv, and how close each peer's x_adv
+is to capjax's *last* iterate computed with capjax's own PGD step. capjax's `pgd` returns
+the best iterate it visited (misclassified first, then highest loss), the peers return the
+last one, so success rates may differ by design (capjax's is never lower than its last
+iterate's); the x_adv distances compare the step arithmetic. Sign steps can differ where a
+gradient entry is near zero and the libraries round differently; such a pixel moves by
+2 * step_size, and later gradients then differ too, so the trajectories drift apart a little.
+
+The peers are optional (`pip install -e .[bench]`, PyTorch from its CPU index first); a
+missing one is skipped with the line that installs it.
+
+    python -m capjax.bench compare --model tiny --batch 128
+    python -m capjax.bench compare --model tiny,resnet18 --batch 32 --steps 10 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import os
+import types
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from capjax.attacks import pgd
+from capjax.attacks._common import attack_loop, cross_entropy, input_gradient
+from capjax.attacks.gradient import _ascent_step
+from capjax.bench.attacks import gradient_baseline
+from capjax.bench.report import (
+    compile_timed,
+    describe_device,
+    interleaved_timings,
+    print_table,
+)
+from capjax.models import get_classifier
+
+EPS = 8 / 255
+STEP_SIZE = 2 / 255
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)
+# Largest |logits_flax - logits_torch| accepted, relative to max(1, max |logits|).
+TWIN_TOLERANCE = 1e-4
+# Pixels closer than this count as the same step (float32 rounding is ~6e-8 at 1.0; a sign
+# disagreement moves a pixel by 2 * step_size, about 1.6e-2).
+SAME_PIXEL = 1e-6
+
+PEERS = ("torchattacks", "foolbox")
+# Modules each peer needs, and how to install them.
+PEER_MODULES = {"torchattacks": ("torch", "torchattacks"), "foolbox": ("foolbox", "eagerpy")}
+INSTALL = {
+    "torchattacks": (
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu && "
+        "pip install torchattacks"
+    ),
+    "foolbox": "pip install foolbox",
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m capjax.bench compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        default="tiny",
+        help="comma-separated classifiers; torchattacks needs a twin: tiny, resnet18, resnet34",
+    )
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="PGD steps k")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per library")
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help=f"comma-separated peers to compare with, of {', '.join(PEERS)} ('' for none)",
+    )
+    parser.add_argument(
+        "--torch-threads",
+        default="",
+        help="comma-separated torch.set_num_threads values, one torchattacks row each "
+        "(default: torch's own, the core count); on a loaded machine OpenMP threads that wait "
+        "for each other can make torch far slower than with 1 thread",
+    )
+    parser.add_argument("--num-classes", type=int, default=10)
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.model.split(",") if m.strip()]
+    args.peer_list = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(args.peer_list) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peers {unknown}; known: {', '.join(PEERS)}")
+    try:
+        args.torch_thread_list = [int(t) for t in args.torch_threads.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--torch-threads takes integers, got {args.torch_threads!r}")
+    if args.batch < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error("--batch, --steps and --repeats must be >= 1")
+    return args
+
+
+def load_peer(peer: str) -> tuple[types.SimpleNamespace | None, str]:
+    """(the peer's modules by name, "") or (None, a line saying why it is skipped and how to
+    install it). Import errors of any kind count: a broken install is as good as none."""
+    modules = {}
+    for name in PEER_MODULES[peer]:
+        try:
+            modules[name] = importlib.import_module(name)
+        except Exception as err:  # ImportError, or OSError from a broken binary wheel
+            return None, (
+                f"{peer}: skipped, cannot import {name} ({type(err).__name__}: {err}). "
+                f"Install it with: {INSTALL[peer]}  (or pip install -e '.[bench]')"
+            )
+    return types.SimpleNamespace(**modules), ""
+
+
+def random_variables(model, x: jax.Array, seed: int = 0) -> dict:
+    """Flax variables for `model` at input x, drawn with numpy (no XLA compile, unlike init).
+
+    Kernels are He-normal (fan-in); BatchNorm scales and running variances uniform in
+    [0.5, 1.5], offsets, running means and biases normal with std 0.1. A fresh `init` has
+    mean 0, var 1, scale 1, offset 0, under which a wrongly copied or transposed statistic
+    would go unnoticed in the twin check; these values make every one of them matter.
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = getattr(path[-1], "key", None)
+        shape = leaf.shape
+        if name == "kernel":
+            value = rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape)
+        elif name in ("scale", "var"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name in ("bias", "mean"):
+            value = rng.normal(0, 0.1, shape)
+        else:
+            raise ValueError(f"no bench initialisation for variable {jax.tree_util.keystr(path)}")
+        return jnp.asarray(value, leaf.dtype)
+
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def build_model(name: str, num_classes: int, batch: int):
+    """(model, variables, x, y): random model, uniform images, the model's own predictions.
+
+    A random network's logits are dominated by an offset common to all inputs (every image
+    gets the same class, by a wide margin); the head bias is set to cancel the batch's mean
+    logits so that the classes vary across images and PGD breaks some of them, which gives
+    the success rates something to compare.
+    """
+    model = get_classifier(name, num_classes=num_classes, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (batch, 32, 32, 3)).astype(np.float32))
+    variables = random_variables(model, x)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    head = dict(variables["params"]["head"])
+    head["bias"] = head["bias"] - jnp.mean(forward(variables, x), axis=0)
+    variables = {**variables, "params": {**variables["params"], "head": head}}
+    return model, variables, x, jnp.argmax(forward(variables, x), axis=-1).astype(jnp.int32)
+
+
+def capjax_attack(model, steps: int) -> Callable:
+    """(variables, x, y) -> x_adv: the public `pgd`, best iterate."""
+
+    def attack(v, x, y):
+        logits_fn = lambda z: model.apply(v, z, train=False)
+        return pgd(logits_fn, x, y, eps=EPS, step_size=STEP_SIZE, steps=steps, random_start=False)
+
+    return attack
+
+
+def capjax_last_iterate(model, steps: int) -> Callable:
+    """(variables, x, y) -> x_k, the last PGD iterate with pgd's own step (`_ascent_step`),
+    which is what torchattacks and foolbox return; used only to check agreement."""
+
+    def attack(v, x, y):
+        objective = lambda z: cross_entropy(model.apply(v, z, train=False), y)
+
+        def body(_, x_adv):
+            _, grad = input_gradient(objective, x_adv)
+            return _ascent_step(x_adv, grad, x, EPS, STEP_SIZE, "linf")
+
+        return attack_loop(steps, body, x)
+
+    return attack
+
+
+def torchattacks_call(mods, model, variables, x, y, steps: int) -> tuple[Callable, str]:
+    """(call() -> x_adv as an NCHW torch tensor, the twin check line).
+
+    Raises SystemExit if the twin's logits differ from the Flax model's: timing a different
+    function would be meaningless."""
+    from capjax.bench.torch_twins import torch_twin
+
+    torch = mods.torch
+    twin = torch_twin(model, variables)
+    check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
+    check = check.astype(np.float32)
+    flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
+    with torch.no_grad():
+        torch_logits = twin(torch.from_numpy(check.transpose(0, 3, 1, 2).copy())).numpy()
+    diff = float(np.max(np.abs(flax_logits - torch_logits)))
+    scale = float(np.max(np.abs(flax_logits)))
+    line = (
+        f"torch twin: max |logits_flax - logits_torch| = {diff:.2e} on {check.shape[0]} random "
+        f"images (max |logit| {scale:.2f}; tolerance {TWIN_TOLERANCE:g} x max(1, that))"
+    )
+    if not diff <= TWIN_TOLERANCE * max(1.0, scale):
+        raise SystemExit(line + ": the PyTorch twin does not match; nothing timed.")
+    images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64))
+    attack = mods.torchattacks.PGD(twin, eps=EPS, alpha=STEP_SIZE, steps=steps, random_start=False)
+    attack.set_model_training_mode(model_training=False)
+    return lambda: attack(images, labels), line
+
+
+def with_torch_threads(torch, threads: int, call: Callable) -> Callable:
+    """call, run with `torch.set_num_threads(threads)` (set inside, as rows alternate)."""
+
+    def run():
+        torch.set_num_threads(threads)
+        return call()
+
+    return run
+
+
+def foolbox_call(mods, model, variables, x, y, steps: int) -> Callable:
+    """call() -> x_adv (clipped) of foolbox's LinfPGD on the jitted JAX model."""
+    forward = jax.jit(lambda v, z: model.apply(v, z, train=False))
+    fmodel = mods.foolbox.JAXModel(lambda z: forward(variables, z), bounds=(0, 1))
+    attack = mods.foolbox.attacks.LinfPGD(abs_stepsize=STEP_SIZE, steps=steps, random_start=False)
+    # Wait for all three outputs: `success` is a forward pass that JAX may still be running
+    # after `clipped` is ready, and it would otherwise be timed as part of the next call.
+    return lambda: jax.block_until_ready(attack(fmodel, x, y, epsilons=EPS))[1]
+
+
+def to_nhwc(x_adv: Any) -> np.ndarray:
+    """A peer's x_adv as a float32 NHWC numpy array (torch tensors are NCHW)."""
+    if hasattr(x_adv, "detach"):
+        return x_adv.detach().numpy().transpose(0, 2, 3, 1)
+    return np.asarray(x_adv, np.float32)
+
+
+def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> None:
+    model, variables, x, y = build_model(name, args.num_classes, args.batch)
+    k = args.steps
+    print(f"\n## {name}: PGD-{k}, L-inf, eps 8/255, step 2/255, no random start")
+    print(f"model={name} dtype=float32 batch={args.batch} image=32x32x3 steps={k}")
+    print(f"load average before: {_load()}")
+    baseline = gradient_baseline(model, variables, x, y, args.repeats)
+
+    compiled, compile_s = compile_timed(capjax_attack(model, k), (variables, x, y))
+    calls: dict[str, Callable[[], Any]] = {"capjax": lambda: compiled(variables, x, y)}
+    versions = {"capjax": f"jax {jax.__version__}"}
+    for peer, mods in peers.items():
+        try:
+            if peer == "torchattacks":
+                call, line = torchattacks_call(mods, model, variables, x, y, k)
+                print(line)
+                version = f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
+                threads = args.torch_thread_list or [mods.torch.get_num_threads()]
+                for n in threads:
+                    row = f"{peer} ({n} thread{'s' * (n > 1)})" if args.torch_thread_list else peer
+                    calls[row], versions[row] = with_torch_threads(mods.torch, n, call), version
+            else:
+                call = foolbox_call(mods, model, variables, x, y, k)
+                call()  # fails here, not mid-timing, if foolbox cannot run this jax
+                calls[peer] = call
+                versions[peer] = f"{mods.foolbox.__version__}, eagerpy {mods.eagerpy.__version__}"
+        except SystemExit:
+            raise
+        except Exception as err:
+            print(f"{peer}: skipped, it failed on this setup ({type(err).__name__}: {err})")
+    timings = interleaved_timings({"T_grad": baseline.call, **calls}, args.repeats)
+    t_grad = timings.pop("T_grad")
+    baseline = dataclasses.replace(baseline, seconds=t_grad.wall)
+    cpu_baseline = dataclasses.replace(baseline, seconds=t_grad.cpu)
+    print(f"load average after: {_load()}")
+    print(baseline.describe())
+
+    x_adv = {peer: to_nhwc(call()) for peer, call in calls.items()}
+    last, _ = compile_timed(capjax_last_iterate(model, k), (variables, x, y))
+    x_last = np.asarray(last(variables, x, y))
+    forward = jax.jit(lambda v, z: model.apply(v, z, train=False))
+    x_host, y_host = np.asarray(x), np.asarray(y)
+
+    def scores(images: np.ndarray) -> dict[str, str]:
+        logits = forward(variables, jnp.asarray(images))
+        wrong = np.asarray(jnp.argmax(logits, axis=-1)) != y_host
+        return {
+            "success": f"{np.mean(wrong):.1%}",
+            "mean CE": f"{float(jnp.mean(cross_entropy(logits, y))):.4f}",
+            "max |x_adv - x| x 255": f"{np.max(np.abs(images - x_host)) * 255:.4f}",
+        }
+
+    speed, agreement = [], []
+    mine = timings["capjax"]
+    for peer, (t, cpu) in timings.items():
+        speed.append(
+            {
+                "peer": peer,
+                "version": versions[peer],
+                "call (ms)": f"{t * 1e3:.0f}",
+                "images/s": f"{args.batch / t:,.1f}",
+                "capjax/peer": f"{t / mine.wall:.2f}",
+                "GFLOP/s": baseline.gflops(t, k),
+                "CPU s/call": f"{cpu:.2f}",
+                "capjax/peer (CPU)": f"{cpu / mine.cpu:.2f}",
+            }
+        )
+        diff = np.abs(x_adv[peer] - x_last)
+        agreement.append(
+            {
+                "peer": peer,
+                "returns": "best iterate" if peer == "capjax" else "last iterate",
+                **scores(x_adv[peer]),
+                "max |dx| vs capjax last": f"{np.max(diff):.2e}",
+                f"pixels within {SAME_PIXEL:g}": f"{np.mean(diff <= SAME_PIXEL):.4%}",
+                "bitwise equal": f"{np.mean(diff == 0):.2%}",
+            }
+        )
+    agreement.append(
+        {
+            "peer": "capjax (last iterate)",
+            "returns": "last iterate",
+            **scores(x_last),
+            "max |dx| vs capjax last": "0",
+            f"pixels within {SAME_PIXEL:g}": "100%",
+            "bitwise equal": "100%",
+        }
+    )
+    print(
+        f"\ncapjax: compile {compile_s:.1f} s, loop overhead T_{k} / ({k} x T_grad) = "
+        f"{baseline.overhead(mine.wall, k):.2f} in wall time, "
+        f"{cpu_baseline.overhead(mine.cpu, k):.2f} in CPU time\n"
+    )
+    print_table(speed)
+    print()
+    print_table(agreement)
+    same = np.all(np.abs(x_adv["capjax"] - x_last) == 0, axis=(1, 2, 3))
+    print(f"capjax's pgd returned its last iterate for {np.mean(same):.1%} of the images.")
+
+
+def _load() -> str:
+    try:
+        return (
+            " ".join(f"{v:.2f}" for v in os.getloadavg()) + f" (1/5/15 min, {os.cpu_count()} cpus)"
+        )
+    except OSError:
+        return "n/a"
+
+
+def run(argv: list[str]) -> None:
+    args = parse(argv)
+    peers = {}
+    for peer in args.peer_list:
+        mods, why = load_peer(peer)
+        if mods is None:
+            print(why)
+        else:
+            peers[peer] = mods
+    print(describe_device())
+    if "torchattacks" in peers:
+        torch = peers["torchattacks"].torch
+        print(f"torch {torch.__version__}: CPU, {torch.get_num_threads()} threads by default")
+    for name in args.models:
+        bench_model(name, args, peers)

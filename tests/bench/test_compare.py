@@ -1,0 +1,104 @@
+"""`python -m capjax.bench compare`: its CLI, its handling of missing peers, the torch twins.
+
+The peers (torch, torchattacks, foolbox) are optional and absent in CI: the twin test skips
+without torch, the others hide the peers so they behave the same with or without them.
+"""
+
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from capjax.bench import compare
+from capjax.models import get_classifier
+
+
+def test_help_lists_the_options():
+    result = subprocess.run(
+        [sys.executable, "-m", "capjax.bench", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for option in ("--model", "--batch", "--steps", "--repeats", "--peers"):
+        assert option in result.stdout
+
+
+def test_missing_peers_print_install_hint_and_capjax_still_runs(monkeypatch, capsys):
+    for module in ("torch", "torchattacks", "foolbox", "eagerpy"):
+        monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise
+    compare.run(["--model", "tiny", "--batch", "4", "--steps", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "torchattacks: skipped, cannot import torch" in out
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in out
+    assert "foolbox: skipped, cannot import foolbox" in out
+    assert "pip install foolbox" in out
+    capjax_row = next(
+        line for line in out.splitlines() if line.startswith("|") and "capjax " in line
+    )
+    images_per_s = float(capjax_row.split("|")[4].replace(",", ""))
+    assert images_per_s > 0
+    overhead = out.split("loop overhead T_2 / (2 x T_grad) = ")[1].split()[0]
+    assert float(overhead) > 0  # its value at batch 4 on a shared machine is noise
+
+
+def test_unknown_peer_is_an_error():
+    with pytest.raises(SystemExit):
+        compare.parse(["--peers", "cleverhans"])
+
+
+def test_random_variables_have_init_structure_and_nontrivial_statistics():
+    model = get_classifier("tiny", widths=(4, 8))
+    x = np.zeros((1, 8, 8, 3), np.float32)
+    variables = compare.random_variables(model, x)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert jax.tree.structure(variables) == jax.tree.structure(shapes)
+    assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, shapes)
+    stats = variables["batch_stats"]["BatchNorm_0"]
+    assert np.all(np.asarray(stats["var"]) >= 0.5) and np.any(np.asarray(stats["mean"]) != 0)
+    again = compare.random_variables(model, x)
+    jax.tree.map(np.testing.assert_array_equal, variables, again)
+
+
+@pytest.mark.parametrize(
+    "name, size, options",
+    [
+        ("tiny", 32, {"mean": compare.CIFAR10_MEAN, "std": compare.CIFAR10_STD}),
+        # Odd sizes pad differently under XLA's "SAME"; without BatchNorm convs carry biases.
+        ("tiny", 31, {"use_bn": False, "widths": (8, 16)}),
+        (
+            "resnet18",
+            32,
+            {"mean": compare.CIFAR10_MEAN, "std": compare.CIFAR10_STD, "base_width": 8},
+        ),
+    ],
+)
+def test_torch_twin_matches_flax_logits(name, size, options):
+    torch = pytest.importorskip("torch")
+    from capjax.bench.torch_twins import torch_twin
+
+    model = get_classifier(name, num_classes=10, **options)
+    x = np.random.default_rng(0).uniform(0, 1, (4, size, size, 3)).astype(np.float32)
+    variables = compare.random_variables(model, x)
+    flax_logits = np.asarray(jax.jit(model.apply)(variables, x))
+    twin = torch_twin(model, variables)
+    assert not twin.training
+    with torch.no_grad():
+        torch_logits = twin(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    assert np.abs(flax_logits).max() > 0.1  # a non-degenerate function
+    np.testing.assert_allclose(torch_logits, flax_logits, atol=1e-4 * np.abs(flax_logits).max())
+    n_params = sum(p.numel() for p in twin.parameters())
+    assert n_params == sum(np.size(p) for p in jax.tree.leaves(variables["params"]))
+
+
+def test_torch_twin_rejects_unsupported_models():
+    pytest.importorskip("torch")
+    from capjax.bench.torch_twins import torch_twin
+
+    model = get_classifier("preact_resnet18", base_width=4)
+    variables = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="no PyTorch twin"):
+        torch_twin(model, variables)

@@ -4,7 +4,9 @@
 
 Variants (comma-separated after the colon): `model=<name>` (any registry name: tiny, vgg11,
 vgg16, vgg19, resnet18, resnet34, resnet50, preact_resnet18, wrn28_10); `adv` (PGD adversarial
-training, below); `smoke` (a few seconds on the synthetic data, for tests).
+training, below); `thermometer` (the classifier sees a 16-level thermometer code of each pixel,
+Buckman et al. 2018: the THM baseline, evaluated as `--config.defense=thermometer`);
+`smoke` (a few seconds on the synthetic data, for tests).
 
 Data: tfds `cifar10` by default (needs a prepared tfds data_dir when offline). Without one, use
 the image-folder copy: `--config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg`.
@@ -38,7 +40,7 @@ from capjax.config_defaults import (
 
 def get_config(arg=None):
     variant = parse_variant(arg)
-    check_variant(variant, {"adv", "model", "smoke"}, "configs/classifier_cifar.py")
+    check_variant(variant, {"adv", "model", "smoke", "thermometer"}, "configs/classifier_cifar.py")
     config = classifier_config(
         data=data_config("tfds", "cifar10"),
         model=model_config(variant.get("model") or "vgg19"),
@@ -47,6 +49,8 @@ def get_config(arg=None):
         config.train.adversarial.update(
             {"steps": 7, "eps": 8 / 255, "step_size": 2 / 255, "random_start": True}
         )
+    if "thermometer" in variant:
+        config.model.thermometer_levels = 16
     if "smoke" in variant:
         shrink_to_smoke(config)
     return config

@@ -28,7 +28,7 @@ def run_main(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "config",
     [
-        "configs/demo.py:smoke",
+        "configs/demo.py:classifier,smoke",
         "configs/classifier_cifar.py:smoke",
         "configs/classifier_svhn.py:smoke",
     ],
@@ -45,7 +45,9 @@ def test_smoke_configs_run_through_main(config, tmp_path):
 
 def test_unknown_config_field_is_an_error(tmp_path):
     proc = run_main(
-        "--config=configs/demo.py:smoke", "--config.train.epochz=3", f"--workdir={tmp_path}"
+        "--config=configs/demo.py:smoke",
+        "--config.classifier.train.epochz=3",
+        f"--workdir={tmp_path}",
     )
     assert proc.returncode != 0
     assert "epochz" in proc.stderr
@@ -56,4 +58,22 @@ def test_override_and_bad_source_message(tmp_path):
         "--config=configs/demo.py:smoke", "--config.data.source=imagenet", f"--workdir={tmp_path}"
     )
     assert proc.returncode == 2
-    assert "Unknown data.source 'imagenet'" in proc.stderr and "synthetic" in proc.stderr
+    assert "Unknown data" in proc.stderr and "'imagenet'" in proc.stderr
+    assert "synthetic" in proc.stderr
+
+
+def test_demo_trains_and_evaluates_three_defenses(tmp_path):
+    proc = run_main("--config=configs/demo.py:smoke", f"--workdir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["accuracy"]) == {"none", "cafd", "capgan"}
+    for name, accuracy in results["accuracy"].items():
+        assert set(accuracy) == {"clean", "whitebox_pgd", "end_to_end_pgd", "bpda_pgd"}, name
+        assert all(0.0 <= value <= 1.0 for value in accuracy.values()), name
+    report = (tmp_path / "report.md").read_text()
+    assert "| threat model | no defense | CAFD | CAP-GAN |" in report
+    assert "| threat model | no defense | CAFD | CAP-GAN |" in proc.stdout
+    for path in ("accuracy.png", "eval_capgan/examples.png", "eval_cafd/report.md"):
+        assert (tmp_path / path).exists(), path
+    for stage in ("classifier", "cafd", "capgan"):
+        assert (tmp_path / stage / "checkpoints").is_dir(), stage

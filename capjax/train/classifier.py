@@ -85,13 +85,21 @@ def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
     for field in ("mean", "std"):
         if model_config.get(field) is not None:
             kwargs[field] = tuple(model_config[field])
-    return get_classifier(
+    model = get_classifier(
         model_config.name,
         num_classes=num_classes,
         dtype=parse_dtype(model_config.dtype, "model.dtype"),
         param_dtype=parse_dtype(model_config.param_dtype, "model.param_dtype", allow_auto=False),
         **kwargs,
     )
+    levels = model_config.get("thermometer_levels", 0) or 0
+    if levels:
+        # Thermometer encoding (Buckman et al., 2018): the classifier sees the L-bit code of
+        # each pixel; its variables are the zoo model's, the first conv L times wider.
+        from capjax.defenses.thermometer import ThermometerInput
+
+        return ThermometerInput(model, levels=levels)
+    return model
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str | None) -> data_lib.Dataset:

@@ -4,6 +4,7 @@ Every run writes its resolved config to `<workdir>/config.json`, so a workdir al
 which classifier or purifier it holds; `load_defense` turns one into a `capjax.eval.Defense`.
 
     none, adv_training     a classifier run (task classifier; `:adv` for adversarial training)
+    thermometer            a classifier run trained on the code (`:thermometer`)
     jpeg, tvm              a classifier run; the purifier needs no training
     cafd, capgan, hgd,     a finished defense run of that task (its target classifier is
     apegan                 found through that run's config)
@@ -27,6 +28,7 @@ DEFENSES = {
     "adv_training": ("classifier", "adversarial training (PGD)"),
     "jpeg": ("classifier", "JPEG"),
     "tvm": ("classifier", "TVM"),
+    "thermometer": ("classifier", "thermometer encoding"),
     "cafd": ("cafd", "CAFD"),
     "capgan": ("capgan", "CAP-GAN"),
     "hgd": ("hgd", "HGD"),
@@ -112,9 +114,21 @@ def load_defense(
     options = dict(options or {})
     purify = differentiable = None
     if task == "classifier":
-        model, variables, _ = load_classifier(workdir, dataset)
+        model, variables, run_config = load_classifier(workdir, dataset)
         logits_fn = classifier_lib.eval_logits_fn(model, variables)
-        if name == "jpeg":
+        levels = run_config.model.get("thermometer_levels", 0) or 0
+        if (name == "thermometer") != bool(levels):
+            raise ValueError(
+                f"defense {name!r} on {workdir}: that classifier was trained "
+                + (
+                    f"on a {levels}-level thermometer code; use defense 'thermometer'."
+                    if levels
+                    else "on plain images; train one with configs/classifier_cifar.py:thermometer."
+                )
+            )
+        if name == "thermometer":
+            title = f"thermometer encoding ({levels} levels)"
+        elif name == "jpeg":
             from capjax.defenses.jpeg import jpeg_purifier
 
             purify, differentiable = jpeg_purifier(**options)

@@ -10,6 +10,11 @@ import ml_collections
 TASKS = {
     "classifier": "capjax.train.classifier",
     "cafd": "capjax.train.cafd",
+    "capgan": "capjax.train.capgan",
+    "hgd": "capjax.train.hgd",
+    "apegan": "capjax.train.apegan",
+    "demo": "capjax.train.demo",
+    "eval": "capjax.train.eval_task",
 }
 
 

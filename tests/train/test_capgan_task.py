@@ -12,7 +12,7 @@ from capjax.train.classifier import accuracy
 from capjax.train.tasks import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PGD5 = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 5}
+PGD3 = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3}
 
 
 def load_config(name: str, variant: str):
@@ -26,14 +26,14 @@ def small_capgan_config():
     """A target worth defending (about 80% clean) and a short GAN run, in about a minute."""
     config = load_config("capgan_cifar.py", "smoke")
     config.data.num_train = 4096
-    config.data.num_test = 128
+    config.data.num_test = 256
     config.target.train.update({"epochs": 6, "schedule": "cosine"})
     config.train.update({"epochs": 2})
-    config.eval.update({"num_examples": 128, "batch_size": 128, "figure_examples": 3})
+    config.eval.update({"num_examples": 256, "batch_size": 128, "figure_examples": 3})
     config.eval.rows = {
         "clean": {"threat": "clean", "order": 0},
-        "undefended_pgd": {"threat": "undefended", "attack": PGD5, "order": 1},
-        "whitebox_pgd": {"threat": "whitebox", "attack": PGD5, "order": 2},
+        "undefended_pgd": {"threat": "undefended", "attack": PGD3, "order": 1},
+        "whitebox_pgd": {"threat": "whitebox", "attack": PGD3, "order": 2},
     }
     return config
 
@@ -43,9 +43,9 @@ def test_capgan_raises_accuracy_under_pgd_in_the_white_box_setting(tmp_path):
     results = run_task(config, str(tmp_path))
     acc = results["accuracy"]
     assert acc["clean"] >= 0.5, acc
-    # Measured when written: clean 78%, PGD-5 0% undefended, 4.7% purified (6 of 128
-    # images) after 128 steps; the paper's gains need the full-size run.
-    assert acc["whitebox_pgd"] >= acc["undefended_pgd"] + 3 / 128, acc
+    # Measured when written (256 images): clean 67%; PGD-3 (the domain attack's strength)
+    # 0.4% undefended, 10.2% purified, after 128 steps of the GAN pair.
+    assert acc["whitebox_pgd"] >= acc["undefended_pgd"] + 0.05, acc
     for name in ("results.json", "report.md", "accuracy.png", "examples.png", "config.json"):
         assert (tmp_path / name).exists(), name
     assert not (tmp_path / "surrogate").exists()  # no transfer row: no surrogate trained
@@ -54,7 +54,7 @@ def test_capgan_raises_accuracy_under_pgd_in_the_white_box_setting(tmp_path):
 
     # The purifier restored from the finished run gives the reported clean accuracy again.
     purify, logits_fn = load_purifier(config, str(tmp_path))
-    dataset = data_lib.load_dataset("synthetic", num_train=8, num_test=128)
+    dataset = data_lib.load_dataset("synthetic", num_train=8, num_test=256)
     recount = accuracy(
         defended(logits_fn, purify), dataset.test_images, dataset.test_labels, batch_size=128
     )

@@ -65,3 +65,27 @@ def test_wrong_kind_of_run_and_missing_surrogate_are_explained(classifier_run, t
     config.defense_workdir = classifier_run
     with pytest.raises(ValueError, match="surrogate_workdir"):
         run_task(config, str(tmp_path))
+
+
+def test_thermometer_classifier_masks_gradients_and_the_suite_says_so(tmp_path):
+    classifier = load_config("classifier_cifar.py", "smoke,model=tiny,thermometer")
+    classifier.model.thermometer_levels = 4
+    classifier.data.num_train = 128
+    run_task(classifier, str(tmp_path / "thm"))
+    config = load_config("eval_cifar.py", "capgan_table4,smoke")
+    config.defense = "thermometer"
+    config.defense_workdir = str(tmp_path / "thm")
+    config.eval.num_examples = 64
+    config.eval.rows = {
+        k: v for k, v in config.eval.rows.items() if k in ("end_to_end_clean", "end_to_end_pgd7")
+    }
+    results = run_task(config, str(tmp_path / "eval"))
+    # The exact code has no gradient: end-to-end PGD moves no further than its random start,
+    # and the zero-gradient check fires.
+    acc = results["accuracy"]
+    assert acc["end_to_end_pgd7"] >= acc["end_to_end_clean"] - 0.1, acc
+    assert "zero_gradients" in [flag["name"] for flag in results["sanity"]["flags"]]
+    assert "thermometer encoding (4 levels)" in (tmp_path / "eval" / "report.md").read_text()
+    config.defense = "none"
+    with pytest.raises(ValueError, match="use defense 'thermometer'"):
+        run_task(config, str(tmp_path / "eval_none"))

@@ -14,8 +14,6 @@ Stages, each resumable and skipped once finished:
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
@@ -28,14 +26,10 @@ from capjax.eval.evaluate import evaluate_defense, needs_surrogate
 from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
-from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
-from capjax.train.loop import LoopConfig, fit
 from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.purifier_task import load_finished_purifier, train_purifier
 from capjax.train.targets import (
     prepare_surrogate,
-    prepare_target,
-    restore_target,
-    target_config,
 )
 
 
@@ -85,39 +79,15 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def _restore_state(config, workdir: str, trainer: CAPGANTrainer, dataset, steps_per_epoch: int):
-    abstract = jax.eval_shape(
-        lambda key: trainer.init_state(key, dataset.image_shape), jax.random.key(0)
-    )
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        expected_step = config.train.epochs * steps_per_epoch
-        if checkpointer.latest_step() != expected_step:
-            raise ValueError(
-                f"The CAP-GAN run in {workdir} has not finished (checkpoint step "
-                f"{checkpointer.latest_step()} of {expected_step}); run it to the end first."
-            )
-        state, _ = checkpointer.restore(
-            abstract_on(abstract, mesh_lib.replicated(mesh_lib.make_mesh())),
-            dict(fingerprint(config), **state_fingerprint(abstract)),
-        )
-    finally:
-        checkpointer.close()
-    return state
-
-
 def load_purifier(config: ml_collections.ConfigDict, workdir: str):
     """(purify, classifier logits_fn) of a finished CAP-GAN run in `workdir`.
 
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
-    dataset = classifier_lib.load_data(config, workdir)
-    target_model, target_variables = restore_target(config, workdir, dataset)
-    steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
-    trainer = make_trainer(config, target_model, target_variables, steps_per_epoch)
-    state = _restore_state(config, workdir, trainer, dataset, steps_per_epoch)
-    return trainer.purify(state), classifier_lib.eval_logits_fn(target_model, target_variables)
+    return load_finished_purifier(
+        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title="CAP-GAN"
+    )
 
 
 def attention_figure(trainer: CAPGANTrainer, state) -> Any:
@@ -137,24 +107,15 @@ def attention_figure(trainer: CAPGANTrainer, state) -> Any:
 
 def train_capgan(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
     """Target (trained or restored), then the GAN pair: (trainer, fit result)."""
-    classifier_lib.validate_config(target_config(config), mesh)
-    mesh_lib.check_global_batch(config.train.batch_size, mesh)
-    target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
-    batches = classifier_lib.train_batches(dataset, config)
-    trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
-    result = fit(
-        init_state=lambda key: trainer.init_state(key, dataset.image_shape),
-        train_step=trainer.train_step,
-        batches=batches,
-        workdir=workdir,
-        config=LoopConfig.from_train_config(
-            config.train, batches.steps_per_epoch, seed=config.seed, description="train CAP-GAN"
-        ),
+    return train_purifier(
+        config,
+        workdir,
+        dataset,
+        mesh,
+        make_trainer=make_trainer,
         fingerprint=fingerprint(config),
-        mesh=mesh,
-        run_config=json.loads(config.to_json_best_effort()),
+        title="CAP-GAN",
     )
-    return trainer, result
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -43,6 +43,43 @@ def paper_rows(eval_config) -> dict[str, float] | None:
     return rows or None
 
 
+def train_purifier(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    dataset,
+    mesh,
+    *,
+    make_trainer: MakeTrainer,
+    fingerprint: dict[str, Any],
+    title: str,
+):
+    """Target (trained in `workdir/target` or restored), then the purifier's training run.
+
+    Shared by every trained-purifier task (CAFD, CAP-GAN, HGD, APE-GAN).
+
+    Returns:
+      (trainer, `FitResult`); `trainer.target` and `trainer.target_variables` are f's.
+    """
+    classifier_lib.validate_config(target_config(config), mesh)
+    mesh_lib.check_global_batch(config.train.batch_size, mesh)
+    target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
+    batches = classifier_lib.train_batches(dataset, config)
+    trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
+    result = fit(
+        init_state=lambda key: trainer.init_state(key, dataset.image_shape),
+        train_step=trainer.train_step,
+        batches=batches,
+        workdir=workdir,
+        config=LoopConfig.from_train_config(
+            config.train, batches.steps_per_epoch, seed=config.seed, description=f"train {title}"
+        ),
+        fingerprint=fingerprint,
+        mesh=mesh,
+        run_config=json.loads(config.to_json_best_effort()),
+    )
+    return trainer, result
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -59,30 +96,22 @@ def train_and_evaluate(
       The results dict also written to `workdir/results.json` (see `evaluate_purifier`).
     """
     mesh = mesh_lib.make_mesh()
-    classifier_lib.validate_config(target_config(config), mesh)
-    mesh_lib.check_global_batch(config.train.batch_size, mesh)
     if AdversarialTraining.from_config(config.train) is not None:
         raise ValueError(
             f"train.adversarial applies to classifier training, not to the {task} purifier; "
             f"to defend an adversarially trained target, set target.train.adversarial."
         )
     dataset = classifier_lib.load_data(config, workdir)
-    target_model, target_variables = prepare_target(config, workdir, dataset, mesh)
-
-    batches = classifier_lib.train_batches(dataset, config)
-    trainer = make_trainer(config, target_model, target_variables, batches.steps_per_epoch)
-    result = fit(
-        init_state=lambda key: trainer.init_state(key, dataset.image_shape),
-        train_step=trainer.train_step,
-        batches=batches,
-        workdir=workdir,
-        config=LoopConfig.from_train_config(
-            config.train, batches.steps_per_epoch, seed=config.seed, description=f"train {title}"
-        ),
+    trainer, result = train_purifier(
+        config,
+        workdir,
+        dataset,
+        mesh,
+        make_trainer=make_trainer,
         fingerprint=fingerprint,
-        mesh=mesh,
-        run_config=json.loads(config.to_json_best_effort()),
+        title=title,
     )
+    target_model, target_variables = trainer.target, trainer.target_variables
     results = evaluate_purifier(
         logits_fn=classifier_lib.eval_logits_fn(target_model, target_variables),
         purify=trainer.purify(result.state),
@@ -118,6 +147,27 @@ def load_finished_purifier(
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
+    trainer, state = restore_finished(
+        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint, title=title
+    )
+    return trainer.purify(state), classifier_lib.eval_logits_fn(
+        trainer.target, trainer.target_variables
+    )
+
+
+def restore_finished(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    make_trainer: MakeTrainer,
+    fingerprint: dict[str, Any],
+    title: str,
+):
+    """(trainer, final state) of the finished purifier run in `workdir`.
+
+    Raises:
+      ValueError: the run has not finished, or its checkpoints belong to another config.
+    """
     dataset = classifier_lib.load_data(config, workdir)
     target_model, target_variables = restore_target(config, workdir, dataset)
     steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
@@ -139,4 +189,4 @@ def load_finished_purifier(
         )
     finally:
         checkpointer.close()
-    return trainer.purify(state), classifier_lib.eval_logits_fn(target_model, target_variables)
+    return trainer, state

@@ -17,6 +17,7 @@ from capjax.config_defaults import (
 )
 from capjax.train import cafd as cafd_task
 from capjax.train import classifier as classifier_lib
+from capjax.train import targets
 from capjax.train.checkpoint import state_fingerprint
 
 
@@ -82,7 +83,7 @@ def test_compute_dtype_leaves_the_classifier_checkpoint_layout_alone(name):
 
 def test_compute_dtype_leaves_the_cafd_checkpoint_layout_alone():
     config = shrink_cafd_to_smoke(cafd_config(data_name="cifar10", lambda_caf=1e3))
-    target_config = cafd_task.target_config(config)
+    target_config = targets.target_config(config)
     target = classifier_lib.build_classifier(target_config.model, 10)
     shapes = jax.eval_shape(target.init, jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
     target_variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)

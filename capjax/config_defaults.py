@@ -277,21 +277,8 @@ def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
     )
 
 
-def cpu_sized_capgan_loss(loss: ml_collections.ConfigDict) -> None:
-    """The generator's term weights of capjax's minute-long CPU configs (smoke, demo).
-
-    U-GAT-IT's CAM weight 1000 suits its long runs. In a short one, eta_T's BCE, which
-    cannot fall far while x and x_adv differ by only 8/255, outweighs L_sem and the
-    generator learns nothing that defends: measured on the synthetic data after 128 steps,
-    the purified training batch was 2% accurate under PGD-3 with (cam 1000, sem 1) and 15%
-    with (cam 1, sem 10). The full-size configs keep the paper's weights.
-    """
-    loss.cam = 1.0
-    loss.semantic = 10.0
-
-
-def shrink_capgan_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Seconds on a CPU: synthetic data, tiny target, surrogate and networks, few steps."""
+def shrink_target_to_smoke(config: ml_collections.ConfigDict) -> None:
+    """The smoke scale shared by defense tasks: synthetic data and a tiny target in seconds."""
     config.data.source = "synthetic"
     config.data.num_train = 256
     config.data.num_test = 64
@@ -311,6 +298,24 @@ def shrink_capgan_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.
             "log_every_steps": 2,
         }
     )
+
+
+def cpu_sized_capgan_loss(loss: ml_collections.ConfigDict) -> None:
+    """The generator's term weights of capjax's minute-long CPU configs (smoke, demo).
+
+    U-GAT-IT's CAM weight 1000 suits its long runs. In a short one, eta_T's BCE, which
+    cannot fall far while x and x_adv differ by only 8/255, outweighs L_sem and the
+    generator learns nothing that defends: measured on the synthetic data after 128 steps,
+    the purified training batch was 2% accurate under PGD-3 with (cam 1000, sem 1) and 15%
+    with (cam 1, sem 10). The full-size configs keep the paper's weights.
+    """
+    loss.cam = 1.0
+    loss.semantic = 10.0
+
+
+def shrink_capgan_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Seconds on a CPU: synthetic data, tiny target, surrogate and networks, few steps."""
+    shrink_target_to_smoke(config)
     config.capgan.generator.update(
         {"base_width": 8, "num_blocks": 1, "stem_kernel": 3, "residual": True}
     )

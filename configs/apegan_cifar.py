@@ -34,6 +34,7 @@ from capjax.config_defaults import (
     data_config,
     model_config,
     parse_variant,
+    shrink_target_to_smoke,
     train_config,
 )
 
@@ -96,25 +97,7 @@ def apegan_config(data_name: str = "cifar10") -> ml_collections.ConfigDict:
 
 def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Seconds on a CPU: synthetic data, tiny target and networks, 3-step attacks."""
-    config.data.source = "synthetic"
-    config.data.num_train = 256
-    config.data.num_test = 64
-    config.data.augment.crop_padding = 0
-    config.data.augment.flip = False
-    config.target.model.name = "tiny"
-    config.target.model.kwargs = {"widths": (8, 16, 32)}
-    config.target.train.update(
-        {
-            "epochs": 2,
-            "batch_size": 64,
-            "eval_batch_size": 64,
-            "optimizer": "adam",
-            "learning_rate": 3e-3,
-            "weight_decay": 0.0,
-            "schedule": "constant",
-            "log_every_steps": 2,
-        }
-    )
+    shrink_target_to_smoke(config)
     config.apegan.generator.widths = [8, 16]
     config.apegan.discriminator.widths = [8, 16, 16]
     config.apegan.attack.steps = 3

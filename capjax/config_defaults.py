@@ -20,6 +20,10 @@ def data_config(source: str = "synthetic", name: str | None = None) -> ml_collec
             "num_train": 0,  # > 0: keep only the first n training examples
             "num_test": 0,  # > 0: keep only the first n test examples
             "augment": {"crop_padding": 4, "flip": True},
+            # "auto" | "device" | "host": "device" puts the training split on the
+            # accelerators once and gathers each batch there; "auto" does so on GPU/TPU when
+            # it fits in a quarter of one device's memory. Same batches either way.
+            "feed": "auto",
         }
     )
 

@@ -95,16 +95,26 @@ class BatchIterator:
         Returns:
           {"image": (B_local, H, W, C) as stored, "label": (B_local,) int32}.
         """
-        start = self.step * self.global_batch_size + self.process_index * self.local_batch_size
-        indices = self.permutation(self.epoch)[start : start + self.local_batch_size]
-        batch = {
+        epoch, step = self.advance()
+        start = step * self.global_batch_size + self.process_index * self.local_batch_size
+        indices = self.permutation(epoch)[start : start + self.local_batch_size]
+        return {
             "image": self.images[indices],
             "label": np.asarray(self.labels[indices], np.int32),
         }
+
+    def advance(self) -> tuple[int, int]:
+        """Moves past the next batch without gathering it (`next` without the data).
+
+        Returns:
+          (epoch, step) of the batch skipped: its global rows are
+          `permutation(epoch)[step * global_batch_size : (step + 1) * global_batch_size]`.
+        """
+        position = (self.epoch, self.step)
         self.step += 1
         if self.step == self.steps_per_epoch:
             self.epoch, self.step = self.epoch + 1, 0
-        return batch
+        return position
 
     def state_dict(self) -> dict[str, int]:
         """The position, {"epoch", "step"}, to store in a checkpoint."""

@@ -329,6 +329,7 @@ def train_classifier(
         evaluate=evaluate,
         mesh=mesh,
         run_config=json.loads(config.to_json_best_effort()),
+        feed=config.data.get("feed", "auto"),
         on_step_end=on_step_end,
     )
     return trainer, result, dataset

@@ -11,6 +11,10 @@ Randomness is `fold_in(key, step)` inside the step, and the data iterator's posi
 with each checkpoint, so an interrupted and resumed run ends bit-identical (on CPU) to one
 that ran straight through.
 
+Batches come through a feed (`capjax.train.feeds`): gathered on the host and sent each step,
+or, with `feed="device"`, gathered inside the jitted step from a copy of the whole training
+split kept on the devices; both give the same batches.
+
 Several processes (after `jax.distributed.initialize`) run the same loop: each feeds its
 slice of the global batch, every process takes part in each checkpoint (orbax coordinates
 the writes), only process 0 writes metrics and JSON files, and a SIGTERM on any process
@@ -37,6 +41,7 @@ from tqdm.auto import tqdm
 
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
+from capjax.train.feeds import check_feed, make_feed
 
 
 class TrainingInterrupted(Exception):
@@ -219,6 +224,7 @@ def fit(
     mesh: jax.sharding.Mesh | None = None,
     run_config: dict[str, Any] | None = None,
     on_step_end: Callable[[int], None] | None = None,
+    feed: str = "host",
 ) -> FitResult:
     """Trains from scratch or from the latest checkpoint in `workdir` up to `num_steps`.
 
@@ -237,12 +243,16 @@ def fit(
         workdir is known to be this run's (a foreign checkpoint leaves it untouched).
       on_step_end: called with the number of completed steps after each step (tests use it
         to deliver a signal at a chosen point).
+      feed: "host" (each batch gathered on the host and sent), "device" (the whole split on
+        the devices, batches gathered inside the step; needs a `BatchIterator`) or "auto"
+        (see `capjax.train.feeds.make_feed`). The batches, and so the run, are the same.
 
     Raises:
       TrainingInterrupted: after checkpointing, when SIGTERM or SIGINT arrived.
       TrainingDiverged: a metric became NaN/Inf.
-      ValueError: the workdir's checkpoint belongs to another model.
+      ValueError: the workdir's checkpoint belongs to another model, or an unknown `feed`.
     """
+    check_feed(feed)
     mesh = mesh_lib.make_mesh() if mesh is None else mesh
     os.makedirs(workdir, exist_ok=True)
     metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -266,12 +276,17 @@ def fit(
     if run_config is not None and _is_lead_process():
         write_json(os.path.join(workdir, "config.json"), run_config)
 
-    def keyed_step(state, batch, step):
-        return train_step(state, batch, jax.random.fold_in(base_key, step))
+    # After the restore (a refused checkpoint costs no upload); the feed reads the data
+    # position from `batches` at every step, so the restored one holds.
+    feeder = make_feed(batches, mesh, feed)
+
+    def keyed_step(state, *inputs_and_step):
+        *inputs, step = inputs_and_step
+        return train_step(state, feeder.batch_from(*inputs), jax.random.fold_in(base_key, step))
 
     compiled_step = jax.jit(
         keyed_step,
-        in_shardings=(state_shardings, mesh_lib.data_sharding(mesh), rep),
+        in_shardings=(state_shardings, *feeder.input_shardings, rep),
         out_shardings=(state_shardings, rep),
         donate_argnums=0,
     )
@@ -295,10 +310,9 @@ def fit(
     try:
         with _SignalCatcher() as signals:
             while step < config.num_steps:
-                local = next(batches)
-                batch = mesh_lib.shard_batch(local, mesh)
-                images += next(iter(batch.values())).shape[0]
-                state, metrics = compiled_step(state, batch, jnp.asarray(step, jnp.int32))
+                inputs = feeder.next_inputs()
+                images += feeder.images_per_step
+                state, metrics = compiled_step(state, *inputs, jnp.asarray(step, jnp.int32))
                 pending.append(metrics)
                 step += 1
                 progress.update(1)

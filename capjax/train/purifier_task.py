@@ -76,6 +76,7 @@ def train_purifier(
         fingerprint=fingerprint,
         mesh=mesh,
         run_config=json.loads(config.to_json_best_effort()),
+        feed=config.data.get("feed", "auto"),
     )
     return trainer, result
 

@@ -38,12 +38,24 @@ def use_prng_from_env() -> None:
         jax.config.update("jax_default_prng_impl", choice)
 
 
+def config_batch_sizes(config) -> list[int]:
+    """Every positive integer `batch_size` field anywhere in the config."""
+    found = []
+    for key, value in config.items():
+        if hasattr(value, "items"):
+            found += config_batch_sizes(value)
+        elif key == "batch_size" and isinstance(value, int) and value > 0:
+            found.append(value)
+    return found
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so that `--help` answers without starting JAX.
+    from capjax.cpu_devices import configure_cpu_devices
     from capjax.train.loop import TrainingDiverged, TrainingInterrupted
-    from capjax.train.mesh import maybe_initialize_distributed
+    from capjax.train.mesh import distributed_settings, maybe_initialize_distributed
     from capjax.train.tasks import run_task
 
     if not os.environ.get("CAPJAX_DEBUG"):
@@ -55,9 +67,11 @@ def main(argv: list[str]) -> None:
                 "filesystem. Mount the bucket (e.g. `gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`, "
                 "as launch/tpu_vm.sh does) and pass the mounted path, /gcs/BUCKET/<run>."
             )
+        config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
+        if distributed_settings() is None:  # one CPU device per core; no effect on GPU/TPU
+            configure_cpu_devices(batch_sizes=config_batch_sizes(config))
         maybe_initialize_distributed()
         use_prng_from_env()
-        config, workdir = _CONFIG.value, os.path.abspath(_WORKDIR.value)
         os.makedirs(workdir, exist_ok=True)
         run_task(config, workdir)
     except TrainingInterrupted as e:

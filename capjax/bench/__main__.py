@@ -15,6 +15,7 @@ BENCHMARKS = {
     "cafd": "CAFD train-step time, split into the CAFA attack and the two updates",
     "capgan": "CAP-GAN train-step time by part, and resize+conv against transposed conv",
     "compare": "capjax's PGD against torchattacks and foolbox on the same model",
+    "feed": "input cost per training step: host-gathered batches against data kept on device",
 }
 
 
@@ -26,6 +27,9 @@ def main(argv: list[str]) -> None:
         if argv and argv[0] not in ("-h", "--help"):
             raise SystemExit(f"\nunknown benchmark {argv[0]!r}")
         return
+    from capjax.cpu_devices import configure_cpu_devices
+
+    configure_cpu_devices()  # before JAX starts: one CPU device per core (CAPJAX_CPU_DEVICES)
     importlib.import_module(f"capjax.bench.{argv[0]}").run(argv[1:])
 
 

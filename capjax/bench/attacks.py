@@ -42,11 +42,13 @@ import numpy as np
 import capjax.attacks
 from capjax.attacks._common import cross_entropy
 from capjax.bench.report import (
+    batch_partitions,
     compile_timed,
     compiled_flops,
     describe_device,
     median_seconds,
     print_table,
+    spread_over_devices,
 )
 from capjax.models import get_classifier
 
@@ -195,7 +197,10 @@ def gradient_baseline(
     grad, _ = compile_timed(loss_gradient, (variables, x, y))
     seconds = timed(grad, (variables, x, y), max(repeats, 5))
     call = lambda: grad(variables, x, y)
-    return GradientBaseline(x.shape[0], seconds, compiled_flops(fwd), compiled_flops(grad), call)
+    parts = batch_partitions(x)
+    return GradientBaseline(
+        x.shape[0], seconds, compiled_flops(fwd, parts), compiled_flops(grad, parts), call
+    )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -236,6 +241,7 @@ def run(argv: list[str]) -> None:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (args.batch, 32, 32, 3)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, args.num_classes, args.batch).astype(np.int32))
+    x, y = spread_over_devices(x, y)
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
     key = jax.random.key(1)
     unroll = None

@@ -17,11 +17,13 @@ import time
 import jax
 import numpy as np
 
-from capjax.bench.report import describe_device, median_seconds, print_table
+from capjax.bench.report import compiled_flops, describe_device, median_seconds, print_table
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.train import cafd as cafd_task
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
+
+CIFAR10_TRAIN = 50_000
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -84,7 +86,7 @@ def run(argv: list[str]) -> None:
         out_shardings=data,
     )
     start = time.perf_counter()
-    step.lower(state, batch, key).compile()
+    flops = compiled_flops(step.lower(state, batch, key).compile(), mesh.size)
     compile_s = time.perf_counter() - start
     step_s = median_seconds(lambda: step(state, batch, key), args.repeats)
     attack_s = median_seconds(
@@ -116,4 +118,13 @@ def run(argv: list[str]) -> None:
                 "compile (s)": "",
             },
         ]
+    )
+    if flops:
+        print(
+            f"whole step: {flops / args.batch / 1e9:.2f} GFLOP/image (XLA's count), "
+            f"{flops / step_s / 1e12:.3f} TFLOP/s achieved"
+        )
+    print(
+        f"one CIFAR-10 epoch ({CIFAR10_TRAIN:,} images) at this rate: "
+        f"{CIFAR10_TRAIN / args.batch * step_s:.1f} s"
     )

@@ -4,7 +4,9 @@ One attack, fixed: PGD-k, L-inf, eps 8/255, step 2/255, no random start, cross-e
 untargeted, float32. It runs as
 
 - capjax: `capjax.attacks.pgd` on the capjax zoo model, jitted with the variables as
-  arguments (as a user's evaluation would);
+  arguments, on the batch split over all devices as capjax's own evaluation runs it (on CPU
+  one device per core, `capjax.cpu_devices`); with several devices a second row,
+  "capjax (1 device)", times the same call on the whole batch on one device;
 - torchattacks: `torchattacks.PGD(random_start=False)` on the model's PyTorch twin
   (`capjax.bench.torch_twins`: same layers, weights and batch statistics copied across,
   eval mode); the twin's logits are checked against the Flax model's before anything is
@@ -64,10 +66,12 @@ from capjax.attacks._common import attack_loop, cross_entropy, input_gradient
 from capjax.attacks.gradient import _ascent_step
 from capjax.bench.attacks import gradient_baseline
 from capjax.bench.report import (
+    batch_partitions,
     compile_timed,
     describe_device,
     interleaved_timings,
     print_table,
+    spread_over_devices,
 )
 from capjax.models import get_classifier
 
@@ -284,11 +288,22 @@ def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> N
     print(f"\n## {name}: PGD-{k}, L-inf, eps 8/255, step 2/255, no random start")
     print(f"model={name} dtype=float32 batch={args.batch} image=32x32x3 steps={k}")
     print(f"load average before: {_load()}")
-    baseline = gradient_baseline(model, variables, x, y, args.repeats)
+    # capjax runs as its evaluation does: the batch split over all devices (on CPU, one per
+    # core; see capjax.cpu_devices). The peers get the batch as a user hands it over; foolbox
+    # cannot take a sharded one (its eager gradient fails on a mesh).
+    xs, ys = spread_over_devices(x, y)
+    parts = batch_partitions(xs)
+    print(f"capjax: batch split over {parts} {jax.default_backend()} device(s)")
+    baseline = gradient_baseline(model, variables, xs, ys, args.repeats)
 
-    compiled, compile_s = compile_timed(capjax_attack(model, k), (variables, x, y))
-    calls: dict[str, Callable[[], Any]] = {"capjax": lambda: compiled(variables, x, y)}
+    attack = capjax_attack(model, k)
+    compiled, compile_s = compile_timed(attack, (variables, xs, ys))
+    calls: dict[str, Callable[[], Any]] = {"capjax": lambda: compiled(variables, xs, ys)}
     versions = {"capjax": f"jax {jax.__version__}"}
+    if parts > 1:
+        single, _ = compile_timed(attack, (variables, x, y))
+        calls["capjax (1 device)"] = lambda: single(variables, x, y)
+        versions["capjax (1 device)"] = versions["capjax"]
     for peer, mods in peers.items():
         try:
             if peer == "torchattacks":
@@ -349,7 +364,7 @@ def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> N
         agreement.append(
             {
                 "peer": peer,
-                "returns": "best iterate" if peer == "capjax" else "last iterate",
+                "returns": "best iterate" if peer.startswith("capjax") else "last iterate",
                 **scores(x_adv[peer]),
                 "max |dx| vs capjax last": f"{np.max(diff):.2e}",
                 f"pixels within {SAME_PIXEL:g}": f"{np.mean(diff <= SAME_PIXEL):.4%}",

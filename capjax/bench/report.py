@@ -19,8 +19,12 @@ def describe_device() -> str:
     )
 
 
-def compiled_flops(compiled: Any) -> float | None:
-    """XLA's FLOP count for a compiled computation, or None where the backend gives none."""
+def compiled_flops(compiled: Any, partitions: int = 1) -> float | None:
+    """XLA's FLOP count for a compiled computation, or None where the backend gives none.
+
+    XLA counts one device's share of a program partitioned over devices; `partitions` (the
+    number of devices its batch is split over) scales that back to the whole batch's work.
+    """
     try:
         analysis = compiled.cost_analysis()
     except Exception:  # some backends do not implement it
@@ -28,7 +32,28 @@ def compiled_flops(compiled: Any) -> float | None:
     if isinstance(analysis, Sequence) and not isinstance(analysis, dict):
         analysis = analysis[0] if analysis else {}
     flops = (analysis or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
+    return float(flops) * partitions if flops and flops > 0 else None
+
+
+def batch_partitions(x: Any) -> int:
+    """Into how many distinct pieces the array `x` is split (1 for host or unsharded arrays)."""
+    shards = getattr(x, "addressable_shards", None)
+    if not shards:
+        return 1
+    return len({str(shard.index) for shard in shards})
+
+
+def spread_over_devices(*arrays):
+    """The arrays split along their batch axis over all devices (see `capjax.cpu_devices`),
+    as capjax's own training and evaluation run; unchanged, with a printed note, when the
+    batch does not split evenly."""
+    from capjax.cpu_devices import shard_over_devices
+
+    count = jax.device_count()
+    if count > 1 and arrays[0].shape[0] % count:
+        print(f"note: batch {arrays[0].shape[0]} does not split over {count} devices; one runs it")
+        return arrays
+    return shard_over_devices(*arrays) if len(arrays) > 1 else (shard_over_devices(*arrays),)
 
 
 class Timing(NamedTuple):

@@ -75,7 +75,7 @@ def bench_model(name: str, batch: int, dtype: str, steps: int, repeats: int) -> 
         jax.block_until_ready((state, metrics))
         times.append((time.perf_counter() - start) / steps)
     step_s = statistics.median(times)
-    flops = compiled_flops(compiled)
+    flops = compiled_flops(compiled, mesh.size)
     params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         "model": name,

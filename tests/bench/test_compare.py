@@ -102,3 +102,13 @@ def test_torch_twin_rejects_unsupported_models():
     variables = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="no PyTorch twin"):
         torch_twin(model, variables)
+
+
+def test_feed_benchmark_times_both_feeds(capsys):
+    from capjax.bench import feed
+
+    feed.run(["--batch", "16", "--examples", "64", "--steps", "2"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("|") and "16" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 5 and all(float(c.replace(",", "")) > 0 for c in cells[1:])

@@ -147,9 +147,11 @@ def test_two_processes_preempt_resume_and_match_one_process(runs):
         assert record["cpu_collectives"] == "gloo"
 
     # Both processes stopped at the same step, agreed through JAX's preemption service,
-    # and the resumed run started exactly there.
+    # and the resumed run started exactly there. The agreed step may be the one the signal
+    # came after, when the notice reaches the coordinator before either process reports a
+    # later step (seen once on a fresh clone), or a later one.
     stop = interrupted[0]["interrupted_at"]
-    assert interrupted[1]["interrupted_at"] == stop and SIGTERM_AT < stop < STEPS
+    assert interrupted[1]["interrupted_at"] == stop and SIGTERM_AT <= stop < STEPS
     assert [r["resumed_from"] for r in resumed] == [stop, stop]
     assert [r["step"] for r in resumed] == [STEPS, STEPS] and reference["step"] == STEPS
 

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 import jax
 
+from capjax.cpu_devices import shard_over_devices
+
 
 def describe_device() -> str:
     """One line naming the backend, device kind and count, process count and JAX version."""
@@ -43,17 +45,15 @@ def batch_partitions(x: Any) -> int:
     return len({str(shard.index) for shard in shards})
 
 
-def spread_over_devices(*arrays):
-    """The arrays split along their batch axis over all devices (see `capjax.cpu_devices`),
-    as capjax's own training and evaluation run; unchanged, with a printed note, when the
-    batch does not split evenly."""
-    from capjax.cpu_devices import shard_over_devices
-
+def spread_over_devices(x, y):
+    """(x, y) split along their batch axis over all devices (see `capjax.cpu_devices`), as
+    capjax's own training and evaluation run; unchanged, with a printed note, when the batch
+    does not split evenly."""
     count = jax.device_count()
-    if count > 1 and arrays[0].shape[0] % count:
-        print(f"note: batch {arrays[0].shape[0]} does not split over {count} devices; one runs it")
-        return arrays
-    return shard_over_devices(*arrays) if len(arrays) > 1 else (shard_over_devices(*arrays),)
+    if count > 1 and x.shape[0] % count:
+        print(f"note: batch {x.shape[0]} does not split over {count} devices; one runs it")
+        return x, y
+    return shard_over_devices(x, y)
 
 
 class Timing(NamedTuple):

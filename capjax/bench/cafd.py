@@ -15,12 +15,11 @@ import argparse
 import time
 
 import jax
-import numpy as np
 
+from capjax.bench.purifier_step import purifier_step
 from capjax.bench.report import compiled_flops, describe_device, median_seconds, print_table
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.train import cafd as cafd_task
-from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
 
 CIFAR10_TRAIN = 50_000
@@ -61,25 +60,10 @@ def run(argv: list[str]) -> None:
     config.cafd.dtype = args.dtype
     config.target.model.dtype = args.dtype
 
-    mesh = mesh_lib.make_mesh()
-    mesh_lib.check_global_batch(args.batch, mesh, "--batch")
-    target = classifier_lib.build_classifier(config.target.model, 10)
-    target_variables = jax.jit(target.init)(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
-    trainer = cafd_task.make_trainer(config, target, target_variables, steps_per_epoch=100)
+    bench = purifier_step(config, cafd_task.make_trainer, args.batch)
+    mesh, trainer, state, batch = bench.mesh, bench.trainer, bench.state, bench.batch
+    key, step = bench.key, bench.step
     rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
-    state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
-        jax.random.key(1)
-    )
-    rng = np.random.default_rng(0)
-    batch = mesh_lib.shard_batch(
-        {
-            "image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
-            "label": rng.integers(0, 10, (args.batch,), dtype=np.int32),
-        },
-        mesh,
-    )
-    key = jax.random.key(2)
-    step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
     attack = jax.jit(
         lambda variables, images, k: trainer.attack(variables, images.astype("float32") / 255, k),
         in_shardings=(rep, data, rep),

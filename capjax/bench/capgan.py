@@ -20,14 +20,12 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from capjax.bench.purifier_step import purifier_step
 from capjax.bench.report import describe_device, median_seconds, print_table
 from capjax.config_defaults import capgan_config, shrink_capgan_to_smoke
 from capjax.train import capgan as capgan_task
-from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -92,26 +90,9 @@ def run(argv: list[str]) -> None:
     config.capgan.dtype = args.dtype
     config.target.model.dtype = args.dtype
 
-    mesh = mesh_lib.make_mesh()
-    mesh_lib.check_global_batch(args.batch, mesh, "--batch")
-    target = classifier_lib.build_classifier(config.target.model, 10)
-    x0 = np.zeros((1, 32, 32, 3), np.float32)
-    target_variables = jax.jit(target.init)(jax.random.key(0), x0)
-    trainer = capgan_task.make_trainer(config, target, target_variables, steps_per_epoch=100)
-    rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
-    state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
-        jax.random.key(1)
-    )
-    rng = np.random.default_rng(0)
-    batch = mesh_lib.shard_batch(
-        {
-            "image": rng.integers(0, 256, (args.batch, 32, 32, 3), dtype=np.uint8),
-            "label": rng.integers(0, 10, (args.batch,), dtype=np.int32),
-        },
-        mesh,
-    )
-    key = jax.random.key(2)
-    step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    bench = purifier_step(config, capgan_task.make_trainer, args.batch)
+    trainer, state, batch = bench.trainer, bench.state, bench.batch
+    key, step = bench.key, bench.step
     start = time.perf_counter()
     step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start

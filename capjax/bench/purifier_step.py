@@ -1,0 +1,52 @@
+"""The setup `bench cafd` and `bench capgan` share: a purifier task's jitted train step on a
+random CIFAR-shaped batch, with a randomly initialised target (throughput does not depend on
+the weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from capjax.train import classifier as classifier_lib
+from capjax.train import mesh as mesh_lib
+
+
+@dataclasses.dataclass
+class PurifierStep:
+    """A purifier trainer, its state, one sharded batch, a key and the jitted train step."""
+
+    mesh: Any
+    trainer: Any
+    state: Any
+    batch: dict[str, jax.Array]
+    key: jax.Array
+    step: Any  # jitted (state, batch, key) -> (state, metrics)
+
+
+def purifier_step(config, make_trainer: Callable, batch_size: int) -> PurifierStep:
+    """Builds `make_trainer(config, target, target_variables, steps_per_epoch=100)`'s step
+    over all devices for a random uint8 batch of `batch_size` 32x32x3 images."""
+    mesh = mesh_lib.make_mesh()
+    mesh_lib.check_global_batch(batch_size, mesh, "--batch")
+    target = classifier_lib.build_classifier(config.target.model, 10)
+    x0 = np.zeros((1, 32, 32, 3), np.float32)
+    target_variables = jax.jit(target.init)(jax.random.key(0), x0)
+    trainer = make_trainer(config, target, target_variables, steps_per_epoch=100)
+    rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
+    state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
+        jax.random.key(1)
+    )
+    rng = np.random.default_rng(0)
+    batch = mesh_lib.shard_batch(
+        {
+            "image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
+            "label": rng.integers(0, 10, (batch_size,), dtype=np.int32),
+        },
+        mesh,
+    )
+    step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
+    return PurifierStep(mesh, trainer, state, batch, jax.random.key(2), step)

@@ -176,6 +176,11 @@ def use_multithreaded_convolutions(environ: MutableMapping[str, str] | None = No
     -individual_convolution,-individual_dot` to XLA_FLAGS, unless XLA_FLAGS already sets that
     flag or the installed jaxlib does not know it.
 
+    YNNPACK's other fusions stay: also turning off its "reduce" fusions (which grow from a
+    global average pool back over several convolutions) took the tiny CNN's PGD-10 at batch
+    128 from 460 to 410 ms, but CAFD's smoke CAFA attack from 42 to 60 ms and its whole train
+    step from 84 to 97-105 ms (`python -m capjax.bench cafd --size smoke --batch 32`).
+
     Returns:
       Whether the flag was added.
     """
@@ -185,6 +190,13 @@ def use_multithreaded_convolutions(environ: MutableMapping[str, str] | None = No
         return False
     environ["XLA_FLAGS"] = f"{flags} {_YNN_FLAG}".strip()
     return True
+
+
+def without_multithreaded_convolutions(flags: str) -> str:
+    """XLA_FLAGS `flags` less the flag `use_multithreaded_convolutions` adds: the XLA set-up
+    another JAX program gets by default (`python -m capjax.bench compare` times foolbox that
+    way too, in a process of its own)."""
+    return " ".join(flag for flag in flags.split() if flag != _YNN_FLAG)
 
 
 def shard_over_devices(*arrays, devices=None):

@@ -82,6 +82,15 @@ def test_convolution_flag_only_where_jaxlib_knows_it_and_never_over_the_users():
     assert not cpu_devices.jaxlib_knows(b"no jaxlib holds this \x00\x01 string")
 
 
+def test_without_multithreaded_convolutions_removes_only_capjax_flag():
+    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+    cpu_devices.use_multithreaded_convolutions(environ)
+    stock = cpu_devices.without_multithreaded_convolutions(environ["XLA_FLAGS"])
+    assert stock == "--xla_dump_to=/tmp/x"
+    mine = "--xla_cpu_experimental_ynn_fusion_type=dot --xla_dump_to=/tmp/x"
+    assert cpu_devices.without_multithreaded_convolutions(mine) == mine
+
+
 def test_shard_over_devices_splits_the_batch():
     n = jax.device_count()
     x, y = cpu_devices.shard_over_devices(np.zeros((2 * n, 4), np.float32), np.arange(2 * n))

@@ -12,7 +12,11 @@ untargeted, float32. It runs as
   eval mode); the twin's logits are checked against the Flax model's before anything is
   timed, and the run stops if they differ by more than 1e-4 (relative to the logit scale);
 - foolbox: foolbox 3's `LinfPGD(abs_stepsize, steps, random_start=False)` on the same JAX
-  model through `foolbox.JAXModel` (bounds (0, 1)), the model jitted.
+  model through `foolbox.JAXModel` (bounds (0, 1)), the model jitted. XLA flags are
+  process-wide, so in this process foolbox runs with capjax's CPU set-up
+  (`capjax.cpu_devices`); on CPU a second row, "foolbox (stock XLA)", times it in a process
+  of its own with JAX's defaults, as foolbox's users run it (one device, XLA_FLAGS without
+  capjax's flag). That process runs after the others, not interleaved with them.
 
 The model has random weights (`random_variables`), random BatchNorm statistics and CIFAR-10
 input normalisation, so that every layer the twin mirrors is exercised, and a head bias that
@@ -52,7 +56,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import types
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +74,7 @@ from capjax.attacks._common import attack_loop, cross_entropy, input_gradient
 from capjax.attacks.gradient import _ascent_step
 from capjax.bench.attacks import gradient_baseline
 from capjax.bench.report import (
+    Timing,
     batch_partitions,
     compile_timed,
     describe_device,
@@ -73,6 +82,7 @@ from capjax.bench.report import (
     print_table,
     spread_over_devices,
 )
+from capjax.cpu_devices import without_multithreaded_convolutions
 from capjax.models import get_classifier
 
 EPS = 8 / 255
@@ -124,6 +134,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "for each other can make torch far slower than with 1 thread",
     )
     parser.add_argument("--num-classes", type=int, default=10)
+    # Internal: time foolbox alone in this process, save its x_adv at PATH, print JSON.
+    parser.add_argument("--foolbox-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.model.split(",") if m.strip()]
     args.peer_list = [p.strip() for p in args.peers.split(",") if p.strip()]
@@ -275,6 +287,46 @@ def foolbox_call(mods, model, variables, x, y, steps: int) -> Callable:
     return lambda: jax.block_until_ready(attack(fmodel, x, y, epsilons=EPS))[1]
 
 
+STOCK_FOOLBOX = "foolbox (stock XLA)"
+
+
+def stock_foolbox(name: str, args: argparse.Namespace) -> tuple[Timing, np.ndarray] | None:
+    """(timing, x_adv) of foolbox on model `name` in a fresh process with JAX's default XLA
+    set-up (`foolbox_child`), or None after printing why it could not run."""
+    flags = without_multithreaded_convolutions(os.environ.get("XLA_FLAGS", ""))
+    env = {**os.environ, "XLA_FLAGS": flags}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x_adv.npy")
+        command = [sys.executable, "-m", "capjax.bench.compare", "--foolbox-child", path]
+        command += ["--model", name, "--batch", str(args.batch), "--steps", str(args.steps)]
+        command += ["--repeats", str(args.repeats), "--num-classes", str(args.num_classes)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            why = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"{STOCK_FOOLBOX}: skipped, its process failed ({why})")
+            return None
+        info = json.loads(result.stdout.strip().splitlines()[-1])
+        print(
+            f"{STOCK_FOOLBOX}: its own process, {info['devices']} {info['backend']} device(s), "
+            f"XLA_FLAGS={flags!r}, timed after the rows above (not interleaved with them)"
+        )
+        return Timing(info["wall"], info["cpu"]), np.load(path)
+
+
+def foolbox_child(args: argparse.Namespace) -> None:
+    """`--foolbox-child PATH`: times foolbox on `args.model` with this process's XLA set-up
+    (no `configure_cpu_devices`), saves its x_adv at PATH, prints one JSON line."""
+    mods, why = load_peer("foolbox")
+    if mods is None:
+        raise SystemExit(why)
+    model, variables, x, y = build_model(args.model, args.num_classes, args.batch)
+    call = foolbox_call(mods, model, variables, x, y, args.steps)
+    timing = interleaved_timings({"foolbox": call}, args.repeats)["foolbox"]
+    np.save(args.foolbox_child, to_nhwc(call()))
+    info = {"wall": timing.wall, "cpu": timing.cpu, "devices": jax.device_count()}
+    print(json.dumps({**info, "backend": jax.default_backend()}))
+
+
 def to_nhwc(x_adv: Any) -> np.ndarray:
     """A peer's x_adv as a float32 NHWC numpy array (torch tensors are NCHW)."""
     if hasattr(x_adv, "detach"):
@@ -324,13 +376,20 @@ def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> N
         except Exception as err:
             print(f"{peer}: skipped, it failed on this setup ({type(err).__name__}: {err})")
     timings = interleaved_timings({"T_grad": baseline.call, **calls}, args.repeats)
+    x_adv = {peer: to_nhwc(call()) for peer, call in calls.items()}
+    flags = os.environ.get("XLA_FLAGS", "")
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu and "foolbox" in calls and without_multithreaded_convolutions(flags) != flags:
+        stock = stock_foolbox(name, args)  # foolbox above ran with capjax's CPU flag
+        if stock is not None:
+            timings[STOCK_FOOLBOX], x_adv[STOCK_FOOLBOX] = stock
+            versions[STOCK_FOOLBOX] = versions["foolbox"]
     t_grad = timings.pop("T_grad")
     baseline = dataclasses.replace(baseline, seconds=t_grad.wall)
     cpu_baseline = dataclasses.replace(baseline, seconds=t_grad.cpu)
     print(f"load average after: {_load()}")
     print(baseline.describe())
 
-    x_adv = {peer: to_nhwc(call()) for peer, call in calls.items()}
     last, _ = compile_timed(capjax_last_iterate(model, k), (variables, x, y))
     x_last = np.asarray(last(variables, x, y))
     forward = jax.jit(lambda v, z: model.apply(v, z, train=False))
@@ -404,6 +463,9 @@ def _load() -> str:
 
 def run(argv: list[str]) -> None:
     args = parse(argv)
+    if args.foolbox_child:
+        foolbox_child(args)
+        return
     peers = {}
     for peer in args.peer_list:
         mods, why = load_peer(peer)
@@ -417,3 +479,7 @@ def run(argv: list[str]) -> None:
         print(f"torch {torch.__version__}: CPU, {torch.get_num_threads()} threads by default")
     for name in args.models:
         bench_model(name, args, peers)
+
+
+if __name__ == "__main__":  # the --foolbox-child process: JAX's defaults, no capjax set-up
+    run(sys.argv[1:])

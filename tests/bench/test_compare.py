@@ -4,6 +4,7 @@ The peers (torch, torchattacks, foolbox) are optional and absent in CI: the twin
 without torch, the others hide the peers so they behave the same with or without them.
 """
 
+import argparse
 import subprocess
 import sys
 
@@ -112,3 +113,27 @@ def test_feed_benchmark_times_both_feeds(capsys):
     row = next(line for line in out.splitlines() if line.startswith("|") and "16" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert len(cells) == 5 and all(float(c.replace(",", "")) > 0 for c in cells[1:])
+
+
+def _stock_args(**overrides):
+    args = compare.parse(["--model", "tiny", "--batch", "4", "--steps", "2", "--repeats", "1"])
+    return argparse.Namespace(**{**vars(args), **overrides})
+
+
+def test_stock_foolbox_reports_a_failed_process_and_goes_on(capsys):
+    # Without foolbox the child stops at its import, with it at the unknown model: either way
+    # the row is dropped with the child's last line, and the benchmark goes on.
+    assert compare.stock_foolbox("no-such-model", _stock_args()) is None
+    out = capsys.readouterr().out
+    assert out.startswith("foolbox (stock XLA): skipped, its process failed (")
+
+
+def test_stock_foolbox_runs_in_a_process_without_capjax_flag(capsys):
+    pytest.importorskip("foolbox")
+    timing, x_adv = compare.stock_foolbox("tiny", _stock_args())
+    assert timing.wall > 0 and timing.cpu > 0
+    assert x_adv.shape == (4, 32, 32, 3)
+    _, _, x, _ = compare.build_model("tiny", 10, 4)
+    assert np.max(np.abs(x_adv - np.asarray(x))) <= compare.EPS + 1e-6
+    assert "XLA_FLAGS=" in (out := capsys.readouterr().out)
+    assert "individual_convolution" not in out  # the child ran without capjax's flag

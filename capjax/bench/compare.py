@@ -10,7 +10,9 @@ untargeted, float32. It runs as
 - torchattacks: `torchattacks.PGD(random_start=False)` on the model's PyTorch twin
   (`capjax.bench.torch_twins`: same layers, weights and batch statistics copied across,
   eval mode); the twin's logits are checked against the Flax model's before anything is
-  timed, and the run stops if they differ by more than 1e-4 (relative to the logit scale);
+  timed, and the run stops if they differ by more than 1e-4 (relative to the logit scale).
+  Where JAX runs on a GPU the twin runs on it too (this needs a CUDA build of torch), and
+  each call waits for the GPU to finish;
 - foolbox: foolbox 3's `LinfPGD(abs_stepsize, steps, random_start=False)` on the same JAX
   model through `foolbox.JAXModel` (bounds (0, 1)), the model jitted. XLA flags are
   process-wide, so in this process foolbox runs with capjax's CPU set-up
@@ -246,12 +248,14 @@ def torchattacks_call(mods, model, variables, x, y, steps: int) -> tuple[Callabl
     from capjax.bench.torch_twins import torch_twin
 
     torch = mods.torch
-    twin = torch_twin(model, variables)
+    device = torch_device(torch)
+    twin = torch_twin(model, variables).to(device)
     check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
     check = check.astype(np.float32)
     flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
     with torch.no_grad():
-        torch_logits = twin(torch.from_numpy(check.transpose(0, 3, 1, 2).copy())).numpy()
+        check_nchw = torch.from_numpy(check.transpose(0, 3, 1, 2).copy()).to(device)
+        torch_logits = twin(check_nchw).cpu().numpy()
     diff = float(np.max(np.abs(flax_logits - torch_logits)))
     scale = float(np.max(np.abs(flax_logits)))
     line = (
@@ -260,11 +264,31 @@ def torchattacks_call(mods, model, variables, x, y, steps: int) -> tuple[Callabl
     )
     if not diff <= TWIN_TOLERANCE * max(1.0, scale):
         raise SystemExit(line + ": the PyTorch twin does not match; nothing timed.")
-    images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
-    labels = torch.from_numpy(np.asarray(y).astype(np.int64))
+    images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
     attack = mods.torchattacks.PGD(twin, eps=EPS, alpha=STEP_SIZE, steps=steps, random_start=False)
     attack.set_model_training_mode(model_training=False)
-    return lambda: attack(images, labels), line
+
+    def call():
+        x_adv = attack(images, labels)
+        if device == "cuda":
+            torch.cuda.synchronize()  # CUDA runs asynchronously: time the work, not the launch
+        return x_adv
+
+    return call, f"{line}; torch runs on {device}"
+
+
+def torch_device(torch) -> str:
+    """ "cuda" where JAX runs on a GPU and this torch build sees one (the same GPU), else "cpu".
+
+    A CPU-only torch beside a JAX GPU would time torchattacks on the CPU: that is said, since
+    such a row does not compare the libraries."""
+    if jax.default_backend() != "gpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    print("torchattacks: this torch build sees no GPU, so it runs on the CPU (not comparable)")
+    return "cpu"
 
 
 def with_torch_threads(torch, threads: int, call: Callable) -> Callable:
@@ -330,7 +354,7 @@ def foolbox_child(args: argparse.Namespace) -> None:
 def to_nhwc(x_adv: Any) -> np.ndarray:
     """A peer's x_adv as a float32 NHWC numpy array (torch tensors are NCHW)."""
     if hasattr(x_adv, "detach"):
-        return x_adv.detach().numpy().transpose(0, 2, 3, 1)
+        return x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1)
     return np.asarray(x_adv, np.float32)
 
 
@@ -476,7 +500,10 @@ def run(argv: list[str]) -> None:
     print(describe_device())
     if "torchattacks" in peers:
         torch = peers["torchattacks"].torch
-        print(f"torch {torch.__version__}: CPU, {torch.get_num_threads()} threads by default")
+        if torch_device(torch) == "cuda":
+            print(f"torch {torch.__version__}: {torch.cuda.get_device_name()}")
+        else:
+            print(f"torch {torch.__version__}: CPU, {torch.get_num_threads()} threads by default")
     for name in args.models:
         bench_model(name, args, peers)
 

@@ -137,3 +137,14 @@ def test_stock_foolbox_runs_in_a_process_without_capjax_flag(capsys):
     assert np.max(np.abs(x_adv - np.asarray(x))) <= compare.EPS + 1e-6
     assert "XLA_FLAGS=" in (out := capsys.readouterr().out)
     assert "individual_convolution" not in out  # the child ran without capjax's flag
+
+
+def test_torch_runs_on_the_gpu_only_beside_a_jax_gpu(monkeypatch, capsys):
+    def fake_torch(cuda: bool):
+        return argparse.Namespace(cuda=argparse.Namespace(is_available=lambda: cuda))
+
+    assert compare.torch_device(fake_torch(True)) == "cpu"  # JAX on the CPU here
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert compare.torch_device(fake_torch(True)) == "cuda"
+    assert compare.torch_device(fake_torch(False)) == "cpu"
+    assert "sees no GPU" in capsys.readouterr().out

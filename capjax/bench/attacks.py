@@ -43,6 +43,7 @@ import capjax.attacks
 from capjax.attacks._common import cross_entropy
 from capjax.bench.report import (
     batch_partitions,
+    bf16_peak_flops,
     compile_timed,
     compiled_flops,
     describe_device,
@@ -252,6 +253,8 @@ def run(argv: list[str]) -> None:
 
     baseline = gradient_baseline(model, variables, x, y, args.repeats)
     print(describe_device())
+    if (peak := bf16_peak_flops()) is not None:
+        print(f"dense bfloat16 peak of these devices: {peak / 1e12:,.0f} TFLOP/s (datasheet)")
     print(f"model={args.model} dtype={args.dtype} batch={args.batch} image=32x32x3")
     print(baseline.describe() + "\n")
 
@@ -299,4 +302,15 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline,
         "grads": k,
         "overhead": f"{baseline.overhead(t, k):.2f}",
         "GFLOP/s": baseline.gflops(t, k),
+        **peak_fraction(baseline, t, k, args.dtype),
     }
+
+
+def peak_fraction(baseline: GradientBaseline, seconds: float, grads: int, dtype: str) -> dict:
+    """{"% bf16 peak": achieved / dense bf16 peak of the devices} for bfloat16 runs on a known
+    accelerator (`report.BF16_PEAK_TFLOPS`); {} otherwise. The FLOPs are XLA's count of the
+    forward + input gradient (about 2 forward passes) per gradient."""
+    peak = bf16_peak_flops()
+    if dtype != "bfloat16" or peak is None or not baseline.gradient_flops:
+        return {}
+    return {"% bf16 peak": f"{100 * baseline.gradient_flops * grads / seconds / peak:.1f}"}

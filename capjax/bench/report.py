@@ -21,6 +21,31 @@ def describe_device() -> str:
     )
 
 
+# Dense bfloat16 peak per device of known accelerators, TFLOP/s (vendors' datasheets, without
+# sparsity), to judge achieved FLOP/s; the first name found in the device kind wins.
+BF16_PEAK_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),
+    ("A100", 312.0),
+    ("TPU v4", 275.0),
+    ("TPU v5 lite", 197.0),
+    ("TPU v5p", 459.0),
+    ("TPU v6 lite", 918.0),
+)
+
+
+def bf16_peak_flops() -> float | None:
+    """Dense bfloat16 peak FLOP/s of all devices together, or None for an unknown device
+    kind (CPUs included)."""
+    devices = jax.devices()
+    for name, tflops in BF16_PEAK_TFLOPS:
+        if name in devices[0].device_kind:
+            return tflops * 1e12 * len(devices)
+    return None
+
+
 def compiled_flops(compiled: Any, partitions: int = 1) -> float | None:
     """XLA's FLOP count for a compiled computation, or None where the backend gives none.
 

@@ -1,7 +1,8 @@
 """`python -m capjax.bench compare`: capjax's PGD against other libraries' on the same model.
 
 One attack, fixed: PGD-k, L-inf, eps 8/255, step 2/255, no random start, cross-entropy,
-untargeted, float32. It runs as
+untargeted; float32, or with `--dtype bfloat16` bfloat16 compute (float32 parameters and
+images: the zoo model's `dtype`, torch's `autocast`). It runs as
 
 - capjax: `capjax.attacks.pgd` on the capjax zoo model, jitted with the variables as
   arguments, on the batch split over all devices as capjax's own evaluation runs it (on CPU
@@ -74,7 +75,7 @@ import numpy as np
 from capjax.attacks import pgd
 from capjax.attacks._common import attack_loop, cross_entropy, input_gradient
 from capjax.attacks.gradient import _ascent_step
-from capjax.bench.attacks import gradient_baseline
+from capjax.bench.attacks import gradient_baseline, peak_fraction
 from capjax.bench.report import (
     Timing,
     batch_partitions,
@@ -98,6 +99,7 @@ TWIN_TOLERANCE = 1e-4
 SAME_PIXEL = 1e-6
 
 PEERS = ("torchattacks", "foolbox")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Modules each peer needs, and how to install them.
 PEER_MODULES = {"torchattacks": ("torch", "torchattacks"), "foolbox": ("foolbox", "eagerpy")}
 INSTALL = {
@@ -136,6 +138,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "for each other can make torch far slower than with 1 thread",
     )
     parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=tuple(DTYPES),
+        help="compute dtype of every library (parameters and images stay float32)",
+    )
     # Internal: time foolbox alone in this process, save its x_adv at PATH, print JSON.
     parser.add_argument("--foolbox-child", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -195,15 +203,18 @@ def random_variables(model, x: jax.Array, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def build_model(name: str, num_classes: int, batch: int):
-    """(model, variables, x, y): random model, uniform images, the model's own predictions.
+def build_model(name: str, num_classes: int, batch: int, dtype: Any = jnp.float32):
+    """(model, variables, x, y): random model computing in `dtype` (float32 variables), uniform
+    images, the model's own predictions.
 
     A random network's logits are dominated by an offset common to all inputs (every image
     gets the same class, by a wide margin); the head bias is set to cancel the batch's mean
     logits so that the classes vary across images and PGD breaks some of them, which gives
     the success rates something to compare.
     """
-    model = get_classifier(name, num_classes=num_classes, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    model = get_classifier(
+        name, num_classes=num_classes, mean=CIFAR10_MEAN, std=CIFAR10_STD, dtype=dtype
+    )
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (batch, 32, 32, 3)).astype(np.float32))
     variables = random_variables(model, x)
@@ -240,15 +251,19 @@ def capjax_last_iterate(model, steps: int) -> Callable:
     return attack
 
 
-def torchattacks_call(mods, model, variables, x, y, steps: int) -> tuple[Callable, str]:
+def torchattacks_call(
+    mods, model, variables, x, y, steps: int, dtype: str = "float32"
+) -> tuple[Callable, str]:
     """(call() -> x_adv as an NCHW torch tensor, the twin check line).
 
-    Raises SystemExit if the twin's logits differ from the Flax model's: timing a different
-    function would be meaningless."""
+    The twin is checked in float32 against the Flax model computing in float32, and raises
+    SystemExit if their logits differ: timing a different function would be meaningless. With
+    dtype "bfloat16" the attack then runs under `torch.autocast(bfloat16)`."""
     from capjax.bench.torch_twins import torch_twin
 
     torch = mods.torch
     device = torch_device(torch)
+    model = model.clone(dtype=jnp.float32)
     twin = torch_twin(model, variables).to(device)
     check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
     check = check.astype(np.float32)
@@ -270,7 +285,8 @@ def torchattacks_call(mods, model, variables, x, y, steps: int) -> tuple[Callabl
     attack.set_model_training_mode(model_training=False)
 
     def call():
-        x_adv = attack(images, labels)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+            x_adv = attack(images, labels)
         if device == "cuda":
             torch.cuda.synchronize()  # CUDA runs asynchronously: time the work, not the launch
         return x_adv
@@ -324,6 +340,7 @@ def stock_foolbox(name: str, args: argparse.Namespace) -> tuple[Timing, np.ndarr
         command = [sys.executable, "-m", "capjax.bench.compare", "--foolbox-child", path]
         command += ["--model", name, "--batch", str(args.batch), "--steps", str(args.steps)]
         command += ["--repeats", str(args.repeats), "--num-classes", str(args.num_classes)]
+        command += ["--dtype", args.dtype]
         result = subprocess.run(command, env=env, capture_output=True, text=True)
         if result.returncode != 0:
             why = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -343,7 +360,9 @@ def foolbox_child(args: argparse.Namespace) -> None:
     mods, why = load_peer("foolbox")
     if mods is None:
         raise SystemExit(why)
-    model, variables, x, y = build_model(args.model, args.num_classes, args.batch)
+    model, variables, x, y = build_model(
+        args.model, args.num_classes, args.batch, DTYPES[args.dtype]
+    )
     call = foolbox_call(mods, model, variables, x, y, args.steps)
     timing = interleaved_timings({"foolbox": call}, args.repeats)["foolbox"]
     np.save(args.foolbox_child, to_nhwc(call()))
@@ -359,10 +378,10 @@ def to_nhwc(x_adv: Any) -> np.ndarray:
 
 
 def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> None:
-    model, variables, x, y = build_model(name, args.num_classes, args.batch)
+    model, variables, x, y = build_model(name, args.num_classes, args.batch, DTYPES[args.dtype])
     k = args.steps
     print(f"\n## {name}: PGD-{k}, L-inf, eps 8/255, step 2/255, no random start")
-    print(f"model={name} dtype=float32 batch={args.batch} image=32x32x3 steps={k}")
+    print(f"model={name} dtype={args.dtype} batch={args.batch} image=32x32x3 steps={k}")
     print(f"load average before: {_load()}")
     # capjax runs as its evaluation does: the batch split over all devices (on CPU, one per
     # core; see capjax.cpu_devices). The peers get the batch as a user hands it over; foolbox
@@ -383,7 +402,7 @@ def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> N
     for peer, mods in peers.items():
         try:
             if peer == "torchattacks":
-                call, line = torchattacks_call(mods, model, variables, x, y, k)
+                call, line = torchattacks_call(mods, model, variables, x, y, k, args.dtype)
                 print(line)
                 version = f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
                 threads = args.torch_thread_list or [mods.torch.get_num_threads()]
@@ -439,6 +458,7 @@ def bench_model(name: str, args: argparse.Namespace, peers: dict[str, Any]) -> N
                 "images/s": f"{args.batch / t:,.1f}",
                 "capjax/peer": f"{t / mine.wall:.2f}",
                 "GFLOP/s": baseline.gflops(t, k),
+                **peak_fraction(baseline, t, k, args.dtype),
                 "CPU s/call": f"{cpu:.2f}",
                 "capjax/peer (CPU)": f"{cpu / mine.cpu:.2f}",
             }

@@ -28,11 +28,14 @@ def test_help_lists_the_options():
         assert option in result.stdout
 
 
-def test_missing_peers_print_install_hint_and_capjax_still_runs(monkeypatch, capsys):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_missing_peers_print_install_hint_and_capjax_still_runs(monkeypatch, capsys, dtype):
     for module in ("torch", "torchattacks", "foolbox", "eagerpy"):
         monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise
-    compare.run(["--model", "tiny", "--batch", "4", "--steps", "2", "--repeats", "1"])
+    argv = ["--model", "tiny", "--batch", "4", "--steps", "2", "--repeats", "1"]
+    compare.run(argv + ["--dtype", dtype])
     out = capsys.readouterr().out
+    assert f"model=tiny dtype={dtype} batch=4" in out
     assert "torchattacks: skipped, cannot import torch" in out
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in out
     assert "foolbox: skipped, cannot import foolbox" in out
@@ -148,3 +151,15 @@ def test_torch_runs_on_the_gpu_only_beside_a_jax_gpu(monkeypatch, capsys):
     assert compare.torch_device(fake_torch(True)) == "cuda"
     assert compare.torch_device(fake_torch(False)) == "cpu"
     assert "sees no GPU" in capsys.readouterr().out
+
+
+def test_torchattacks_in_bfloat16_checks_the_twin_in_float32_and_autocasts():
+    mods, why = compare.load_peer("torchattacks")
+    if mods is None:
+        pytest.skip(why)
+    model, variables, x, y = compare.build_model("tiny", 10, 4, jax.numpy.bfloat16)
+    call, line = compare.torchattacks_call(mods, model, variables, x, y, 2, "bfloat16")
+    assert "torch runs on cpu" in line  # the float32 twin check passed
+    x_adv = compare.to_nhwc(call())
+    assert x_adv.dtype == np.float32
+    assert 0 < np.max(np.abs(x_adv - np.asarray(x))) <= compare.EPS + 1e-6

@@ -295,7 +295,8 @@ def torchattacks_call(
 
 
 def torch_device(torch) -> str:
-    """ "cuda" where JAX runs on a GPU and this torch build sees one (the same GPU), else "cpu".
+    """The torch device: "cuda" where JAX runs on a GPU and this torch build sees one (the
+    same GPU), else "cpu".
 
     A CPU-only torch beside a JAX GPU would time torchattacks on the CPU: that is said, since
     such a row does not compare the libraries."""

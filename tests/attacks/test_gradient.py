@@ -171,6 +171,50 @@ def test_robust_accuracy_does_not_rise_with_steps_or_restarts(trained_classifier
     assert by_restarts[0] == by_steps[1]  # restart 0 is the single run
 
 
+def test_last_iterate_is_plain_sign_ascent_and_never_beats_the_best(trained_classifier):
+    clf = trained_classifier
+    x, y, eps, step = clf.x, clf.y, MID_EPS, MID_EPS / 4
+
+    def ce(z):  # summed, so that each example's gradient is its own loss's
+        logits = clf.logits_fn(z)
+        return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+    x_ref = x  # Madry et al.'s loop, written out
+    for _ in range(5):
+        x_ref = x_ref + step * jnp.sign(jax.grad(ce)(x_ref))
+        x_ref = jnp.clip(jnp.clip(x_ref, x - eps, x + eps), 0, 1)
+    options = dict(eps=eps, step_size=step, steps=5, random_start=False)
+    last = jax.jit(lambda x, y: pgd(clf.logits_fn, x, y, best_iterate=False, **options))(x, y)
+    np.testing.assert_allclose(last, x_ref, atol=1e-6)
+    best = jax.jit(lambda x, y: pgd(clf.logits_fn, x, y, **options))(x, y)
+    assert accuracy(clf, best) <= accuracy(clf, last)
+    mi = jax.jit(lambda x, y: mifgsm(clf.logits_fn, x, y, eps=eps, steps=3, best_iterate=False))
+    assert accuracy(clf, mifgsm(clf.logits_fn, x, y, eps=eps, steps=3)) <= accuracy(clf, mi(x, y))
+
+
+def test_last_iterate_restarts_keep_the_better_run(trained_classifier):
+    clf = trained_classifier
+
+    def attack(restarts):
+        return jax.jit(
+            lambda x, y: pgd(
+                clf.logits_fn,
+                x,
+                y,
+                eps=MID_EPS,
+                step_size=MID_EPS / 4,
+                steps=3,
+                restarts=restarts,
+                key=KEY,
+                best_iterate=False,
+            )
+        )(clf.x, clf.y)
+
+    one, three = attack(1), attack(3)
+    assert accuracy(clf, three) <= accuracy(clf, one)
+    assert float(jnp.max(jnp.abs(three - clf.x))) <= MID_EPS + 1e-6
+
+
 def test_iterative_attacks_beat_fgsm(trained_classifier, pgd_steps):
     clf = trained_classifier
     acc_fgsm = accuracy(clf, fgsm(clf.logits_fn, clf.x, clf.y, eps=MID_EPS))

@@ -8,15 +8,28 @@ command line is an error rather than a silent no-op.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def optional_str(value: str | None = None) -> ml_collections.FieldReference:
+    """A string field that may be unset (None) and still be set from the command line.
+
+    ml_collections refuses `--config.x=value` on a field whose value is a bare None (its type
+    is NoneType); this field is typed `str` whatever its value.
+    """
+    field = placeholder(str)
+    if value is not None:
+        field.set(value)
+    return field
 
 
 def data_config(source: str = "synthetic", name: str | None = None) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "source": source,  # "tfds" | "folder" | "synthetic"
-            "name": name,  # tfds dataset name (cifar10, svhn_cropped); unused otherwise
-            "dir": None,  # image-folder root, or tfds data_dir (None: tfds default)
-            "cache_dir": None,  # decoded image-folder cache (None: <workdir>/data_cache)
+            "name": optional_str(name),  # tfds dataset name (cifar10, svhn_cropped)
+            "dir": optional_str(),  # image-folder root, or tfds data_dir (None: tfds default)
+            "cache_dir": optional_str(),  # image-folder cache (None: <workdir>/data_cache)
             "num_train": 0,  # > 0: keep only the first n training examples
             "num_test": 0,  # > 0: keep only the first n test examples
             "augment": {"crop_padding": 4, "flip": True},
@@ -139,7 +152,7 @@ def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDi
             "seed": 0,
             "data": data_config("tfds", data_name),
             "target": {
-                "workdir": ml_collections.FieldReference(None, field_type=str),
+                "workdir": optional_str(),
                 "model": model_config("vgg19"),
                 "train": train_config(),
             },
@@ -221,13 +234,13 @@ def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
             "seed": 0,
             "data": data_config("tfds", data_name),
             "target": {
-                "workdir": ml_collections.FieldReference(None, field_type=str),
+                "workdir": optional_str(),
                 "model": model_config("resnet18"),
                 "train": train_config(),
             },
             # f': the black-box surrogate, the target's recipe with another seed.
             "surrogate": {
-                "workdir": ml_collections.FieldReference(None, field_type=str),
+                "workdir": optional_str(),
                 "seed_offset": 1,
             },
             "capgan": {

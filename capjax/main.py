@@ -12,14 +12,44 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Experiment config file, e.g. configs/demo.py or configs/x.py:variant.",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
-flags.mark_flags_as_required(["config", "workdir"])
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS, argv: list[str] | None = None):
+    """Defines --config and --workdir on `flag_values`; returns their holders.
+
+    `argv`: the command line the config's `--config.x=value` overrides are read from
+    (default: sys.argv). `parse_command_line` passes its own, on a fresh FlagValues, so that
+    a test can parse any command line exactly as `main` would, without starting JAX.
+    """
+    config = config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Experiment config file, e.g. configs/demo.py or configs/x.py:variant.",
+        lock_config=True,
+        flag_values=flag_values,
+        sys_argv=argv,
+    )
+    workdir = flags.DEFINE_string(
+        "workdir", None, "Directory for checkpoints, metrics, results.", flag_values=flag_values
+    )
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
+    return config, workdir
+
+
+_CONFIG, _WORKDIR = define_flags()
+
+
+def parse_command_line(argv: list[str]):
+    """(config, workdir) of `python -m capjax.main ARGV...`, as `main` would get them.
+
+    Raises:
+      absl.flags.Error: flags that `main` would refuse (an unknown field, a value of the
+        wrong type, a missing --config or --workdir).
+    """
+    argv = ["capjax.main", *argv]
+    flag_values = flags.FlagValues()
+    config, workdir = define_flags(flag_values, argv)
+    flag_values(argv)
+    return config.value, workdir.value
 
 
 def use_prng_from_env() -> None:

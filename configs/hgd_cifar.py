@@ -34,6 +34,7 @@ from capjax.config_defaults import (
     check_variant,
     data_config,
     model_config,
+    optional_str,
     parse_variant,
     shrink_target_to_smoke,
     train_config,
@@ -57,7 +58,7 @@ def hgd_config(data_name: str = "cifar10") -> ml_collections.ConfigDict:
             "seed": 0,
             "data": data_config("tfds", data_name),
             "target": {
-                "workdir": ml_collections.FieldReference(None, field_type=str),
+                "workdir": optional_str(),
                 "model": model_config("resnet18"),
                 "train": train_config(),
             },

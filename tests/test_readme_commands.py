@@ -15,12 +15,11 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_main import run_main
 
 from capjax.main import parse_command_line
 
@@ -121,15 +120,7 @@ def test_readme_folder_command_runs_through_main(tmp_path, image_folder):
     ]
     argv = smoke_sized(command, tmp_path, image_folder)
     argv = [a.replace(".py:", ".py:model=tiny,") if a.startswith("--config=") else a for a in argv]
-    env = dict(os.environ, CAPJAX_CPU_DEVICES="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "capjax.main", *argv],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_main(*argv, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (workdir,) = [a.partition("=")[2] for a in argv if a.startswith("--workdir=")]
     results = json.loads(open(os.path.join(workdir, "results.json")).read())

@@ -46,6 +46,7 @@ def small_cafd_config():
     return config
 
 
+@pytest.mark.slow
 def test_cafd_raises_accuracy_under_pgd_in_the_papers_threat_model(tmp_path):
     # Measured when written: clean 81%, PGD 0% undefended, 17% after purification.
     config = small_cafd_config()

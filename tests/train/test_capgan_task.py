@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import pytest
+
 from capjax import data as data_lib
 from capjax.attacks import defended
 from capjax.train.capgan import load_purifier
@@ -38,6 +40,7 @@ def small_capgan_config():
     return config
 
 
+@pytest.mark.slow
 def test_capgan_raises_accuracy_under_pgd_in_the_white_box_setting(tmp_path):
     config = small_capgan_config()
     results = run_task(config, str(tmp_path))

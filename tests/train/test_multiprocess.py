@@ -40,6 +40,8 @@ import pytest
 
 from capjax.train.checkpoint import Checkpointer
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, "tests", "train", "multiprocess_driver.py")
 CONFIG = "configs/classifier_cifar.py:smoke,model=tiny"
@@ -59,11 +61,14 @@ def _env(local_devices: int, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("JAX_", "XLA_", "TPU_")) and k not in ("COORDINATOR_ADDRESS",)
+        if not k.startswith(("JAX_", "TPU_")) and k not in ("COORDINATOR_ADDRESS",)
     }
     env.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={local_devices}",
+        XLA_FLAGS=" ".join(
+            [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+            + [f"--xla_force_host_platform_device_count={local_devices}"]
+        ),
         PYTHONPATH=os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         **extra,
     )

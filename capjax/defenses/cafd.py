@@ -348,10 +348,28 @@ class CAFDTrainer:
                 "layer's kernel (capjax zoo classifiers name it 'head')."
             )
 
+    def _check_target_features(self, x: jax.Array) -> None:
+        """Fails before any compilation unless P gives (logits, last conv features) for x."""
+        name = type(self.target).__name__
+        try:
+            out = jax.eval_shape(frozen_target_fn(self.target, self.target_variables), x)
+        except TypeError as error:
+            raise ValueError(
+                f"The target classifier {name} cannot return its features ({error}). CAFD "
+                "needs `model.apply(variables, x, train=False, return_features=True)` -> "
+                "(logits, features (N, h, w, C)), as every capjax zoo classifier gives."
+            ) from error
+        if not (isinstance(out, tuple) and len(out) == 2 and out[1].ndim == 4):
+            raise ValueError(
+                f"The target classifier {name} with return_features=True gave {out}; CAFD "
+                "needs (logits (N, K), last conv features (N, h, w, C))."
+            )
+
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> CAFDState:
         """Fresh C and D for images of `image_shape` (H, W, C), and P's variables."""
         denoiser_key, discriminator_key = jax.random.split(key)
         x = jnp.zeros((1, *image_shape), jnp.float32)
+        self._check_target_features(x)
         c_vars = self.denoiser.init(denoiser_key, x)
         d_vars = self.discriminator.init(discriminator_key, x)
         return CAFDState(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -357,6 +358,22 @@ def test_configuration_errors_are_loud(target):
     headless = {**variables, "params": params}
     with pytest.raises(ValueError, match="head"):
         make_trainer((model, headless))
+
+
+class NoFeatures(nn.Module):
+    """A user's classifier with a `head` but no `return_features`."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        return nn.Dense(NUM_CLASSES, name="head")(x.reshape(x.shape[0], -1))
+
+
+def test_target_without_return_features_is_refused_before_compiling():
+    model = NoFeatures()
+    variables = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3)))
+    trainer = make_trainer((model, variables))
+    with pytest.raises(ValueError, match="NoFeatures cannot return its features"):
+        trainer.init_state(jax.random.key(0), (SIZE, SIZE, 3))
 
 
 def test_train_step_rejects_integer_images_other_than_uint8(step_trainer):

@@ -14,11 +14,16 @@ for name in list(os.environ):
     if name.startswith(_USER_SETTINGS) or name in _BARE_DISTRIBUTED:
         del os.environ[name]
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = (
-    "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-)
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
 # As capjax's entry points do: XLA:CPU's multi-threaded convolutions (where jaxlib knows the flag).
 from capjax.cpu_devices import use_multithreaded_convolutions  # noqa: E402
 
 use_multithreaded_convolutions()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first: with `-n 2 --dist loadscope` their modules start at once on both
+    workers and the many short modules fill in around them, instead of one long module
+    running alone at the end while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -20,10 +20,3 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 from capjax.cpu_devices import use_multithreaded_convolutions  # noqa: E402
 
 use_multithreaded_convolutions()
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slow tests first: with `-n 2 --dist loadscope` their modules start at once on both
-    workers and the many short modules fill in around them, instead of one long module
-    running alone at the end while the other worker idles."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

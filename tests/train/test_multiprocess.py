@@ -40,7 +40,8 @@ import pytest
 
 from capjax.train.checkpoint import Checkpointer
 
-pytestmark = pytest.mark.slow
+# One worker runs the module, so the three runs of the `runs` fixture happen once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiprocess")]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVER = os.path.join(ROOT, "tests", "train", "multiprocess_driver.py")

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_main(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m capjax.main ARGS` with main's own CPU set-up, as a user gets it: the
-    suite's simulated device count is dropped (its other XLA flags, for compile speed, stay)."""
+    suite's simulated device count is dropped; its other XLA flags stay."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     flags = env.get("XLA_FLAGS", "").split()
     env["XLA_FLAGS"] = " ".join(f for f in flags if "host_platform_device_count" not in f)

@@ -39,6 +39,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from capjax.run_once import run_once
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
 from capjax.train.feeds import check_feed, make_feed
@@ -271,7 +272,7 @@ def fit(
         batches.load_state_dict(meta["data"])
         step = int(meta["step"])
     else:
-        state = jax.jit(init_state, out_shardings=state_shardings)(base_key)
+        state = run_once(init_state, base_key, out_shardings=state_shardings)
         step = 0
     if run_config is not None and _is_lead_process():
         write_json(os.path.join(workdir, "config.json"), run_config)

@@ -32,6 +32,9 @@ def data_config(source: str = "synthetic", name: str | None = None) -> ml_collec
             "cache_dir": optional_str(),  # image-folder cache (None: <workdir>/data_cache)
             "num_train": 0,  # > 0: keep only the first n training examples
             "num_test": 0,  # > 0: keep only the first n test examples
+            # > 0: hold out the last n training images and evaluate on them instead of the
+            # test split (tuning without the test set; `Dataset.holdout`).
+            "validation": 0,
             "augment": {"crop_padding": 4, "flip": True},
             # "auto" | "device" | "host": "device" puts the training split on the
             # accelerators once and gathers each batch there; "auto" does so on GPU/TPU when

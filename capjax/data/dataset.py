@@ -70,6 +70,34 @@ class Dataset:
             test_labels=self.test_labels[:test_end],
         )
 
+    def holdout(self, num_validation: int) -> Dataset:
+        """The validation view: the last `num_validation` training examples become the test
+        split and leave the training split; the real test split is dropped.
+
+        For tuning without looking at the test set. Every source serves its training split in
+        a fixed class-mixed order (tfds' own, the folder source's `_mixed_order`, the
+        synthetic generator's), so the last n are a fixed sample of all classes.
+
+        Raises:
+          ValueError: `num_validation` is negative or leaves no training example.
+        """
+        n = num_validation
+        if n < 0 or n >= len(self.train_labels):
+            raise ValueError(
+                f"data.validation={n} must be in [0, {len(self.train_labels)}) for "
+                f"{self.name!r}: it is how many training images to hold out for validation."
+            )
+        if n == 0:
+            return self
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[:-n],
+            train_labels=self.train_labels[:-n],
+            test_images=self.train_images[-n:],
+            test_labels=self.train_labels[-n:],
+            name=f"{self.name} (validation: last {n} training images)",
+        )
+
 
 def _check_split(ds: Dataset, split: str) -> None:
     """Raises ValueError unless `split`'s arrays have the documented shapes, dtypes, ranges."""

@@ -2,7 +2,8 @@
 
 Layout: `root/{train,test}/<class>/*.{png,jpg,jpeg}` (extensions in any case). Classes are
 the subfolder names, sorted; train and test must have the same ones. Every image is decoded
-to RGB uint8 and all must have the same size.
+to RGB uint8 and all must have the same size. Each split is served in a fixed pseudo-random
+order (`_mixed_order`), so its first n examples mix the classes.
 
 The decoded arrays are cached in `cache_dir` as an `.npz` (written with `np.savez`, read
 with `allow_pickle=False`), keyed by a hash of the absolute root and of every file's
@@ -60,7 +61,8 @@ def load_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = N
       cache_dir: where decoded arrays are cached (default `~/.cache/capjax/folders`).
 
     Returns:
-      A `Dataset` named "folder:<absolute root>", labels following the sorted class names.
+      A `Dataset` named "folder:<absolute root>", labels following the sorted class names,
+      each split in the fixed mixed order of `_mixed_order`.
 
     Raises:
       ValueError: root or a split folder missing, a class folder without images, train and
@@ -240,12 +242,25 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray], class_names: tuple[s
 def _make_dataset(
     root: Path, arrays: dict[str, np.ndarray], class_names: tuple[str, ...]
 ) -> Dataset:
+    train = _mixed_order(len(arrays["train_labels"]))
+    test = _mixed_order(len(arrays["test_labels"]))
     return Dataset(
-        train_images=arrays["train_images"],
-        train_labels=arrays["train_labels"],
-        test_images=arrays["test_images"],
-        test_labels=arrays["test_labels"],
+        train_images=arrays["train_images"][train],
+        train_labels=arrays["train_labels"][train],
+        test_images=arrays["test_images"][test],
+        test_labels=arrays["test_labels"][test],
         num_classes=len(class_names),
         class_names=class_names,
         name=f"folder:{root}",
     )
+
+
+def _mixed_order(n: int) -> np.ndarray:
+    """The fixed order a split of `n` examples is served in: a permutation seeded by 0.
+
+    Files are listed class by class, so without it the first 2,000 CIFAR-10 test images would
+    be two classes, and `num_test`, `num_train` or a validation holdout would select by
+    class. The order depends on `n` alone (not on any config seed), so every run, task and
+    cache sees the same examples at the same indices, as with tfds' fixed split order.
+    """
+    return np.random.default_rng(0).permutation(n)

@@ -103,18 +103,30 @@ def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
 
 
 def load_data(config: ml_collections.ConfigDict, workdir: str | None) -> data_lib.Dataset:
-    """The dataset a config's `data` section names (cached beside the run for folders)."""
+    """The dataset a config's `data` section names (cached beside the run for folders).
+
+    `data.validation` > 0 returns the validation view (`Dataset.holdout`): that many training
+    images held out and served as the test split, for tuning without the test set.
+    """
     d = config.data
     cache_dir = d.get("cache_dir") or (os.path.join(workdir, "data_cache") if workdir else None)
-    return data_lib.load_dataset(
+    validation = d.get("validation", 0) or 0
+    # With a validation holdout, it is carved from the whole training split first; num_train
+    # and num_test then count within the remaining training images and the validation set.
+    dataset = data_lib.load_dataset(
         d.source,
         name=d.get("name"),
         data_dir=d.get("dir"),
         cache_dir=cache_dir,
-        num_train=d.get("num_train", 0),
-        num_test=d.get("num_test", 0),
+        num_train=0 if validation and d.source != "synthetic" else d.get("num_train", 0),
+        num_test=0 if validation else d.get("num_test", 0),
         seed=config.seed,
     )
+    if not validation:
+        return dataset
+    dataset = dataset.holdout(validation)
+    num_train = 0 if d.source == "synthetic" else d.get("num_train", 0)
+    return dataset.take(num_train=num_train, num_test=d.get("num_test", 0))
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
@@ -271,11 +283,14 @@ def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTr
 
 
 def fingerprint(config) -> dict[str, Any]:
-    return {
+    fp = {
         "task": "classifier",
         "model": config.model.name,
         "adversarial": adversarial_fingerprint(config.train),
     }
+    if config.data.get("validation"):  # trained without the held-out images: another model
+        fp["validation"] = int(config.data.validation)
+    return fp
 
 
 def train_batches(dataset: data_lib.Dataset, config) -> data_lib.BatchIterator:

@@ -63,6 +63,37 @@ def test_take_keeps_the_first():
         _dataset().take(num_train=-1)
 
 
+def test_holdout_serves_the_last_training_images_as_the_test_split():
+    train_images = np.broadcast_to(np.arange(6, dtype=np.uint8)[:, None, None, None], (6, 4, 4, 3))
+    train_images = np.ascontiguousarray(train_images)
+    ds = _dataset(train_images=train_images).holdout(2)
+    np.testing.assert_array_equal(ds.train_labels, [0, 1, 2, 0])
+    np.testing.assert_array_equal(ds.test_labels, [1, 2])
+    np.testing.assert_array_equal(ds.test_images[:, 0, 0, 0], [4, 5])  # no overlap with train
+    np.testing.assert_array_equal(ds.train_images[:, 0, 0, 0], [0, 1, 2, 3])
+    assert "validation: last 2" in ds.name
+    unchanged = _dataset()
+    assert unchanged.holdout(0) is unchanged
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match="data.validation"):
+            _dataset().holdout(bad)
+
+
+def test_load_data_validation_counts_within_the_holdout(tmp_path):
+    import ml_collections
+
+    from capjax.config_defaults import data_config
+    from capjax.train.classifier import load_data
+
+    config = ml_collections.ConfigDict({"seed": 0, "data": data_config("synthetic")})
+    config.data.update({"num_train": 300, "num_test": 40, "validation": 100})
+    ds = load_data(config, str(tmp_path))
+    full = load_dataset("synthetic", num_train=300)
+    assert len(ds.train_labels) == 200 and len(ds.test_labels) == 40
+    np.testing.assert_array_equal(ds.test_images, full.train_images[200:240])
+    np.testing.assert_array_equal(ds.train_images, full.train_images[:200])
+
+
 def test_unknown_source_names_the_known_ones():
     with pytest.raises(ValueError, match="known sources: tfds, folder, synthetic"):
         load_dataset("imagenet_from_the_moon")

@@ -44,6 +44,10 @@ def cache_dir(tmp_path):
     return tmp_path / "cache"
 
 
+_ORDER9 = np.random.default_rng(0).permutation(9)  # the folder source's fixed order
+_ORDER6 = np.random.default_rng(0).permutation(6)
+
+
 def _load(root, cache_dir, **kw):
     return load_dataset("folder", data_dir=str(root), cache_dir=str(cache_dir), **kw)
 
@@ -54,14 +58,21 @@ def test_labels_follow_sorted_class_folders(image_root, cache_dir):
     assert ds.name == f"folder:{image_root.resolve()}"
     assert ds.train_images.shape == (9, 5, 6, 3) and ds.train_images.dtype == np.uint8
     assert ds.test_images.shape == (6, 5, 6, 3)
-    np.testing.assert_array_equal(ds.train_labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
-    np.testing.assert_array_equal(ds.test_labels, [0, 0, 1, 1, 2, 2])
+    # Served in the fixed mixed order (folder._mixed_order), not class by class.
+    np.testing.assert_array_equal(ds.train_labels, np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])[_ORDER9])
+    np.testing.assert_array_equal(ds.test_labels, np.array([0, 0, 1, 1, 2, 2])[_ORDER6])
     for images, labels in ((ds.train_images, ds.train_labels), (ds.test_images, ds.test_labels)):
         for image, label in zip(images, labels, strict=True):
             expected = np.array(COLOURS[ds.class_names[label]][1:])
             assert np.abs(image[..., 1:].astype(int) - expected).max() <= 3  # JPEG round-off
-    # PNGs are exact, in file-name order within a class.
-    np.testing.assert_array_equal(ds.train_images[1], np.full((5, 6, 3), (10, 200, 0)))
+    # PNGs are exact; file-name order within a class, before the mixed order.
+    second_cat = int(np.flatnonzero(_ORDER9 == 1)[0])
+    np.testing.assert_array_equal(ds.train_images[second_cat], np.full((5, 6, 3), (10, 200, 0)))
+
+
+def test_first_examples_mix_the_classes(image_root, cache_dir):
+    ds = _load(image_root, cache_dir, num_train=4, num_test=3)
+    assert len(set(ds.train_labels.tolist())) > 1 and len(set(ds.test_labels.tolist())) > 1
 
 
 def test_num_train_num_test_keep_the_first(image_root, cache_dir):
@@ -114,7 +125,8 @@ def test_changed_file_invalidates_the_cache(image_root, cache_dir, monkeypatch):
     calls = _count_decodes(monkeypatch)
     ds = _load(image_root, cache_dir)
     assert len(calls) > 0
-    np.testing.assert_array_equal(ds.train_images[3], np.full((5, 6, 3), 77))
+    first_dog = int(np.flatnonzero(_ORDER9 == 3)[0])  # file index 3, before the mixed order
+    np.testing.assert_array_equal(ds.train_images[first_dog], np.full((5, 6, 3), 77))
     assert len(list(cache_dir.glob("*.npz"))) == 1  # the stale cache was removed
 
 

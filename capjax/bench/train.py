@@ -5,11 +5,13 @@ donated state, sharded over all devices) on random data, so the figure is the tr
 loop's ceiling without input-pipeline effects.
 
     python -m capjax.bench train --model resnet18 --batch 256 --dtype bfloat16
+    python -m capjax.bench train --model speedrun --batch 512 --kwargs '{"widths": [32, 64, 128]}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -37,11 +39,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--kwargs",
+        type=json.loads,
+        default={},
+        help="constructor options for every model, as JSON, e.g. '{\"widths\": [32, 64, 128]}'",
+    )
     return parser.parse_args(argv)
 
 
-def bench_model(name: str, batch: int, dtype: str, steps: int, repeats: int) -> dict:
-    config = _config(name, batch, dtype)
+def bench_model(
+    name: str, batch: int, dtype: str, steps: int, repeats: int, kwargs: dict | None = None
+) -> dict:
+    config = _config(name, batch, dtype, kwargs or {})
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_global_batch(batch, mesh, "--batch")
     trainer = make_trainer(config, steps_per_epoch=100, num_classes=10)
@@ -90,9 +100,9 @@ def bench_model(name: str, batch: int, dtype: str, steps: int, repeats: int) -> 
     }
 
 
-def _config(name: str, batch: int, dtype: str):
+def _config(name: str, batch: int, dtype: str, kwargs: dict):
     config = classifier_config(
-        data=data_config("synthetic"), model=model_config(name), batch_size=batch
+        data=data_config("synthetic"), model=model_config(name, **kwargs), batch_size=batch
     )
     config.model.dtype = dtype
     build_classifier(config.model, 10)  # validates the name before anything compiles
@@ -103,7 +113,7 @@ def run(argv: list[str]) -> None:
     args = parse(argv)
     print(describe_device())
     rows = [
-        bench_model(name.strip(), args.batch, args.dtype, args.steps, args.repeats)
+        bench_model(name.strip(), args.batch, args.dtype, args.steps, args.repeats, args.kwargs)
         for name in args.model.split(",")
         if name.strip()
     ]

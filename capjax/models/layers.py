@@ -144,3 +144,27 @@ def batch_norm(train: bool, dtype: Dtype, param_dtype: Dtype, name: str | None =
         name=name,
         **kw,
     )
+
+
+def pool2x2(x: jnp.ndarray, pooling: str) -> jnp.ndarray:
+    """2x2 stride-2 pooling ("max" by reshape + max); odd trailing rows/columns are dropped.
+
+    "max" gives the values of `nn.max_pool(x, (2, 2), (2, 2))` ("VALID"), but its gradient is
+    a compare-and-broadcast instead of XLA's select-and-scatter (slow on CPU). At ties the
+    max gradient is split evenly among the tied inputs, where select-and-scatter picks one;
+    both are valid subgradients. "avg" is `nn.avg_pool(x, (2, 2), (2, 2))`.
+
+    Args:
+      x: (N, H, W, C).
+      pooling: "max" or "avg".
+
+    Returns:
+      (N, H // 2, W // 2, C).
+    """
+    if pooling == "avg":
+        # reduce_window-sum's gradient is a cheap pad + window sum on CPU, faster than the
+        # reshape + mean gradient (measured in `capjax.models.vgg`), so avg keeps the Flax op.
+        return nn.avg_pool(x, (2, 2), (2, 2))
+    n, h, w, c = x.shape
+    x = x[:, : h - h % 2, : w - w % 2, :].reshape(n, h // 2, 2, w // 2, 2, c)
+    return x.max(axis=(2, 4))

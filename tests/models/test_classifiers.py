@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from capjax.models import classifier_names, get_classifier
-from capjax.models.vgg import pool2x2
+from capjax.models.layers import pool2x2
 
 ZOO = [
     "vgg11",
@@ -28,6 +28,7 @@ ZOO = [
     "preact_resnet18",
     "wrn",
     "wrn28_10",
+    "speedrun",
 ]
 
 # Full size, 10 classes: (parameter count, features shape at batch 2). Counts equal the
@@ -43,6 +44,7 @@ FULL_SIZE = {
     "preact_resnet18": (11_172_170, (2, 4, 4, 512)),
     "wrn": (36_479_194, (2, 8, 8, 640)),  # defaults: WRN-28-10
     "wrn28_10": (36_479_194, (2, 8, 8, 640)),
+    "speedrun": (1_973_186, (2, 4, 4, 256)),  # airbench94's widths (64, 256, 256)
 }
 
 # Narrow versions for the numeric tests: (kwargs, features shape at batch 2).
@@ -56,6 +58,7 @@ SMALL = {
     "preact_resnet18": ({"base_width": 8}, (2, 4, 4, 64)),
     "wrn": ({"depth": 10, "widen_factor": 2}, (2, 8, 8, 128)),
     "wrn28_10": ({"widen_factor": 1}, (2, 8, 8, 64)),
+    "speedrun": ({"stem_width": 8, "widths": (8, 16, 16)}, (2, 4, 4, 16)),
 }
 
 

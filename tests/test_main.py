@@ -36,6 +36,8 @@ def run_main(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         # The SVHN config's own path (tfds swapped for synthetic data, no augmentation) with
         # the tiny CNN: its VGG-19 took 124 s here; tests/models covers VGG-19 itself.
         "configs/classifier_svhn.py:smoke,model=tiny",
+        # The real-data CPU target's stage alone: the speedrun CNN at smoke widths.
+        "configs/cifar_cpu.py:target,smoke",
     ],
 )
 def test_smoke_configs_run_through_main(config, tmp_path):

@@ -140,13 +140,15 @@ def whole_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
         capgan.capgan.discriminator.base_width = 8
         cafd.cafd.attack.steps = capgan.capgan.domain.attack.steps = 2
     rows = eval_rows()
-    if smoke:
+    if smoke:  # 2 attack steps, and the labels say so
         for row in rows.values():
             if "attack" in row:
                 row["attack"] = dict(row["attack"], steps=2)
+                row["label"] = row["label"].replace("PGD-40", "PGD-2 (smoke)")
     return ml_collections.ConfigDict(
         {
             "task": "demo",
+            "title": "capjax cifar_cpu: the speedrun CNN, undefended and purified",
             "seed": 0,
             "data": target.data,
             "classifier": {"model": target.model, "train": target.train},

@@ -41,6 +41,9 @@ def _with_target(config: ml_collections.ConfigDict, target_dir: str, stage):
     return stage
 
 
+DEFAULT_TITLE = "capjax demo: a tiny CNN on synthetic shapes, undefended and purified"
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the classifier and both purifiers, evaluates all three, prints the table."""
     mesh = mesh_lib.make_mesh()
@@ -110,6 +113,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
     summary = {
         "task": "demo",
+        "title": config.get("title") or DEFAULT_TITLE,
         "dataset": dataset.name,
         "num_examples": min(config.eval.num_examples, len(dataset.test_labels)),
         "rows": {row_id: row.get("label") or row_id for row_id, row in rows.items()},
@@ -130,10 +134,10 @@ def write_summary(workdir: str, summary: dict[str, Any], names: dict[str, str]) 
     rows = summary["rows"]
     header = "| threat model | " + " | ".join(names[n] for n in summary["accuracy"]) + " |"
     lines = [
-        "# capjax demo: a tiny CNN on synthetic shapes, undefended and purified",
+        f"# {summary['title']}",
         "",
-        f"{summary['num_examples']} test images; L-inf eps 8/255. Details, sanity checks and "
-        "figures per defense in `eval_<defense>/report.md`.",
+        f"{summary['num_examples']} test images of {summary['dataset']}; L-inf eps 8/255. "
+        "Details, sanity checks and figures per defense in `eval_<defense>/report.md`.",
         "",
         header,
         "|---" * (len(summary["accuracy"]) + 1) + "|",

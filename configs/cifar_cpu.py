@@ -7,11 +7,13 @@ Runs the `demo` task's stages on the image-folder copy of CIFAR-10 (or tfds `cif
 `--config.data.source=tfds`), each resumable in its own folder of the workdir.
 
 Variants (comma-separated after the colon):
-- `target`: only the target classifier (the classifier task). Run it with
-  `--workdir=runs/cifar_cpu/classifier` and the whole config later finds it trained.
+- `target`: only the target classifier (the classifier task), into
+  `--workdir=runs/cifar_cpu/classifier`, the folder where the whole config's first stage
+  trains it (that the whole config then resumes it as finished is not yet tried).
 - `validation`: hold out the last 5,000 training images and evaluate on them instead of the
   test split (`data.validation`), for tuning; results on the test set use no variant.
-- `smoke`: synthetic data and the tiny CNN, seconds long, for the tests.
+- `smoke`: synthetic data, a narrow speedrun CNN and tiny purifiers, for the tests (the
+  target stage: seconds; the whole config: about 2.5 minutes).
 
 Target: the `speedrun` CNN (`capjax.models.speedrun`, airbench's layout) at CPU widths
 (stem 24, blocks 32, 64, 128: 0.30 M parameters), trained with the speed-run recipe: SGD with

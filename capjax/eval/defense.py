@@ -53,6 +53,8 @@ class Defense:
       fingerprint: identifies the weights behind the callables (`weights_fingerprint`): the
         suite recomputes stored rows of another fingerprint instead of loading them, so a
         retrained defense is never reported with its predecessor's numbers.
+      classifier_fingerprint: identifies f's weights alone; when set, the suite may reuse
+        the x_adv of a white-box attack on f across defenses built on the same f.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Defense:
     purify: KeyedPurify | None = None
     differentiable_purify: KeyedPurify | None = None
     fingerprint: str = ""
+    classifier_fingerprint: str = ""
 
     def purified(self, x: jax.Array, key: jax.Array) -> jax.Array:
         """purify(x, key), or x when there is no purifier."""

@@ -95,10 +95,13 @@ def evaluate_defense(
     figure_extra: FigureExtra | None = None,
     settings: Mapping[str, Any] | None = None,
     rows: Mapping[str, dict[str, Any]] | None = None,
+    adversarial_store: dict | None = None,
 ) -> dict[str, Any]:
     """Runs `eval_config.rows` on the first `num_examples` test images; writes the report.
 
-    `rows` (plain dicts, in order) replaces `eval_config.rows` when given. Finished rows are
+    `rows` (plain dicts, in order) replaces `eval_config.rows` when given.
+    `adversarial_store`: see `run_suite` (white-box x_adv shared across defenses on one f).
+    Finished rows are
     loaded from `workdir/rows/` rather than redone. Writes (process 0)
     `results.json`, `report.md`, `accuracy.png`, `eps_sweep.png` for eps sweeps, and
     `examples.png`.
@@ -122,6 +125,7 @@ def evaluate_defense(
         seed=seed,
         mesh=mesh,
         eot_samples=eval_config.eot_samples,
+        adversarial_store=adversarial_store,
     )
     key = jax.random.key(seed + 7)
     flags = run_sanity_checks(

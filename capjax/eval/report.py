@@ -111,6 +111,7 @@ def results_payload(
             "clean_accuracy": r.clean_accuracy,
             "seconds": r.seconds,
             "loaded": r.loaded,
+            "num_examples": r.num_examples,
         }
     return {
         "title": title,
@@ -152,7 +153,8 @@ def markdown(payload: Mapping[str, Any], suite_result: SuiteResult, figures: Seq
             "## Worst case per threat model",
             "",
             "An example counts as robust only if it is classified correctly clean and under "
-            "every attack of the threat model (per example, not the minimum over rows).",
+            "every attack of the threat model (per example, not the minimum over rows; over "
+            "the examples every such row ran on).",
             "",
             "| threat model | rows | robust accuracy |",
             "|---|---|---|",
@@ -164,14 +166,15 @@ def markdown(payload: Mapping[str, Any], suite_result: SuiteResult, figures: Seq
     lines += [
         "## All rows",
         "",
-        "| row | threat model | attack | eps | accuracy | robust | paper | seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "| row | threat model | attack | eps | examples | accuracy | robust | paper | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row_id, r in payload["rows"].items():
         eps = "–" if r["eps"] is None else f"{r['eps'] * 255:.3g}/255 ({r['norm']})"
         loaded = " (loaded)" if r["loaded"] else ""
         lines.append(
-            f"| {row_id} | {r['threat']} | {r['description']} | {eps} | {_pct(r['accuracy'])} | "
+            f"| {row_id} | {r['threat']} | {r['description']} | {eps} | "
+            f"{r.get('num_examples', n)} | {_pct(r['accuracy'])} | "
             f"{_pct(r['robust_accuracy'])} | {_pct(r['paper'])} | {r['seconds']:.1f}{loaded} |"
         )
     lines += ["", "Threat models:", ""]

@@ -79,6 +79,12 @@ def _tol(tolerance: float | None, a: float, b: float, n: int) -> float:
     return default_tolerance(a, b, n) if tolerance is None else tolerance
 
 
+def _paired(a: RowResult, b: RowResult) -> tuple[float, float, int]:
+    """Both rows' accuracies on the examples both ran on (rows may run on a prefix)."""
+    n = min(a.num_examples, b.num_examples)
+    return float(np.mean(a.correct[:n])), float(np.mean(b.correct[:n])), n
+
+
 def _info(r: RowResult) -> tuple[str, str, str | None, float | None, dict[str, Any]]:
     spec = r.row.attack
     norm, eps = attack_specs.budget(spec)
@@ -109,7 +115,8 @@ def check_single_step(result: SuiteResult, tolerance: float | None = None) -> Fl
         ti, _, ni, ei, _ = _info(it)
         if (ts, ns, es) != (ti, ni, ei) or es is None:
             continue
-        if s.accuracy < it.accuracy - _tol(tolerance, s.accuracy, it.accuracy, result.num_examples):
+        acc_s, acc_it, n = _paired(s, it)
+        if acc_s < acc_it - _tol(tolerance, acc_s, acc_it, n):
             hits.append((s, it))
     if not hits:
         return None
@@ -142,8 +149,8 @@ def check_weaker_access(result: SuiteResult, tolerance: float | None = None) -> 
         _, _, ns, es, _ = _info(strong)
         if ew is None or (nw, ew) != (ns, es):
             continue
-        n = result.num_examples
-        if weak.accuracy < strong.accuracy - _tol(tolerance, weak.accuracy, strong.accuracy, n):
+        acc_w, acc_s, n = _paired(weak, strong)
+        if acc_w < acc_s - _tol(tolerance, acc_w, acc_s, n):
             hits.append((weak, strong))
     if not hits:
         return None
@@ -172,7 +179,8 @@ def check_monotone(result: SuiteResult, tolerance: float | None = None) -> Flag 
             continue
         if ea is None or eb is None:
             continue
-        if b.accuracy <= a.accuracy + _tol(tolerance, a.accuracy, b.accuracy, result.num_examples):
+        acc_a, acc_b, n = _paired(a, b)
+        if acc_b <= acc_a + _tol(tolerance, acc_a, acc_b, n):
             continue
         if oa.get("steps") == ob.get("steps") and eb > ea:
             what = f"eps {_eps255(eb)} vs {_eps255(ea)}"

@@ -43,7 +43,7 @@ from capjax.eval.defense import Defense
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import to_jsonable, write_json
 
-ROW_FIELDS = ("threat", "attack", "group", "paper", "label")
+ROW_FIELDS = ("threat", "attack", "group", "paper", "label", "num_examples")
 DEFAULT_EOT_SAMPLES = 8
 _NONE = {"name": "none"}
 
@@ -58,6 +58,7 @@ class Row:
     group: str | None = None
     paper: float | None = None
     label: str | None = None
+    num_examples: int | None = None
 
     @property
     def description(self) -> str:
@@ -77,7 +78,8 @@ def parse_rows(
 
     Each row is {"threat": one of `threats.THREATS`, "attack": attack spec (omit for
     "clean"), "group": table name, "paper": the paper's accuracy in [0, 1] (or -1 / None for
-    none), "label": column header (default `describe(attack)`)}.
+    none), "label": column header (default `describe(attack)`), "num_examples": run this
+    row on the first n examples only (an expensive attack on a subset; default: all)}.
 
     Raises:
       ValueError: unknown field, threat, attack or option; missing surrogate; a gradient
@@ -107,11 +109,18 @@ def parse_rows(
             raise ValueError(f"Row {row_id!r}: {e}") from None
         paper = row.get("paper")
         paper = None if paper is None or float(paper) < 0 else float(paper)
+        count = row.get("num_examples")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise ValueError(f"Row {row_id!r}: num_examples must be a positive int, got {count!r}.")
         file = row_file_stem(row_id)
         if file in files:
             raise ValueError(f"Rows {files[file]!r} and {row_id!r} map to the same file {file}.")
         files[file] = row_id
-        parsed[row_id] = Row(str(row_id), threat, attack, row.get("group"), paper, row.get("label"))
+        parsed[row_id] = Row(
+            str(row_id), threat, attack, row.get("group"), paper, row.get("label"), count
+        )
     return parsed
 
 
@@ -155,10 +164,19 @@ class RowResult:
     def clean_accuracy(self) -> float:
         return float(np.mean(self.clean_correct))
 
+    @property
+    def num_examples(self) -> int:
+        """How many examples this row ran on (a row's `num_examples` may cut the suite's)."""
+        return len(self.correct)
+
 
 @dataclasses.dataclass
 class SuiteResult:
-    """All rows of one evaluation, in the order they were given."""
+    """All rows of one evaluation, in the order they were given.
+
+    `num_examples` is the suite's count; a row with its own smaller `num_examples` ran on
+    the first examples only (`RowResult.num_examples`).
+    """
 
     rows: dict[str, RowResult]
     num_examples: int
@@ -173,14 +191,17 @@ class SuiteResult:
 
     def ensemble(self, row_ids: Iterable[str]) -> float:
         """Per-example worst case: the fraction of examples that every listed row leaves
-        correctly classified, counting clean-misclassified examples as not robust."""
+        correctly classified, counting clean-misclassified examples as not robust.
+
+        Over the examples that every listed row ran on (the first `min(num_examples)`)."""
         row_ids = list(row_ids)
         if not row_ids:
             raise ValueError("ensemble needs at least one row id.")
         missing = [r for r in row_ids if r not in self.rows]
         if missing:
             raise ValueError(f"Unknown row id(s) {missing}; rows are {list(self.rows)}.")
-        robust = np.logical_and.reduce([self.rows[r].robust for r in row_ids])
+        n = min(self.rows[r].num_examples for r in row_ids)
+        robust = np.logical_and.reduce([self.rows[r].robust[:n] for r in row_ids])
         return float(np.mean(robust))
 
     def attack_rows_by_threat(self) -> dict[str, list[str]]:
@@ -314,6 +335,44 @@ def _row_step(row: Row, defense, surrogate, key, eot_samples, mesh):
     return jax.jit(step, out_shardings=(replicated, replicated))
 
 
+# Threats whose attacker sees the classifier f alone: x_adv does not depend on the purifier.
+CLASSIFIER_ONLY_THREATS = ("whitebox", "undefended")
+
+
+def _split_steps(row: Row, defense, key):
+    """For classifier-only threats: jit((batch, index) -> x_adv) and
+    jit((batch, x_adv, index) -> (correct, clean_correct)), keys as in `_row_step`."""
+    attack = attack_specs.make_attack(row.attack)
+
+    def keys(index):
+        return jax.random.split(jax.random.fold_in(key, index), 3)
+
+    def attack_step(batch, index):
+        attack_key, _, _ = keys(index)
+        x = data_lib.to_float(batch["image"])
+        return jax.lax.stop_gradient(attack(defense.classifier, x, batch["label"], attack_key))
+
+    def score_step(batch, x_adv, index):
+        _, _, score_key = keys(index)
+        scored = threats.scored_model(row.threat, defense, score_key)
+        y = batch["label"]
+        clean_correct = jnp.argmax(scored(data_lib.to_float(batch["image"])), -1) == y
+        return jnp.argmax(scored(x_adv), -1) == y, clean_correct
+
+    return jax.jit(attack_step), jax.jit(score_step)
+
+
+def adversarial_key(row: Row, defense: Defense, seed: int, data: str, batch_size: int):
+    """What x_adv of a classifier-only row depends on, or None when it cannot be shared
+    (another threat, or a defense without `classifier_fingerprint`)."""
+    if row.threat not in CLASSIFIER_ONLY_THREATS or not row.is_attack:
+        return None
+    if not defense.classifier_fingerprint:
+        return None
+    spec = json.dumps(to_jsonable(row.attack), sort_keys=True)
+    return (defense.classifier_fingerprint, spec, seed, data, batch_size)
+
+
 def compute_row(
     row: Row,
     *,
@@ -326,10 +385,27 @@ def compute_row(
     mesh,
     eot_samples: int,
     progress: bool,
+    adversarial_store: dict | None = None,
+    store_key: tuple | None = None,
 ) -> RowResult:
-    """Runs one row over every example (see module docstring)."""
+    """Runs one row over every example (see module docstring).
+
+    Rows whose attacker sees f alone (`CLASSIFIER_ONLY_THREATS`) run as two programs,
+    attack then score. With an `adversarial_store` and a `store_key` (`adversarial_key`),
+    their x_adv are taken from the store when another defense with the same classifier made
+    them, and put there otherwise: a white-box attack on f runs once for every defense on f.
+    """
     start = time.perf_counter()
-    step = _row_step(row, defense, surrogate, row_key(seed, row), eot_samples, mesh)
+    # Classifier-only rows always run as attack-then-score (two programs), whether or not
+    # their x_adv are shared, so a row's numbers never depend on the store.
+    split = row.threat in CLASSIFIER_ONLY_THREATS and row.is_attack
+    if split:
+        attack_step, score_step = _split_steps(row, defense, row_key(seed, row))
+        shared = adversarial_store is not None and store_key is not None
+        cached = adversarial_store.get(store_key) if shared else None
+        made = []
+    else:
+        step = _row_step(row, defense, surrogate, row_key(seed, row), eot_samples, mesh)
     correct, clean = [], []
     num_batches = -(-len(labels) // batch_size)
     batches = data_lib.eval_batches(images, labels, batch_size)
@@ -337,10 +413,21 @@ def compute_row(
     for index, batch in enumerate(
         tqdm(batches, total=num_batches, desc=row.row_id, disable=not show, leave=False)
     ):
-        hits, clean_hits = step(mesh_lib.shard_global_batch(batch, mesh), np.int32(index))
+        sharded = mesh_lib.shard_global_batch(batch, mesh)
+        if split:
+            if cached is not None:
+                x_adv = cached[index]
+            else:
+                x_adv = attack_step(sharded, np.int32(index))
+                made.append(x_adv)
+            hits, clean_hits = score_step(sharded, x_adv, np.int32(index))
+        else:
+            hits, clean_hits = step(sharded, np.int32(index))
         mask = batch["mask"]
         correct.append(np.asarray(hits)[mask])
         clean.append(np.asarray(clean_hits)[mask])
+    if split and shared and cached is None:
+        adversarial_store[store_key] = made
     seconds = time.perf_counter() - start
     return RowResult(row, np.concatenate(correct), np.concatenate(clean), seconds)
 
@@ -372,6 +459,7 @@ def run_suite(
     mesh=None,
     eot_samples: int = DEFAULT_EOT_SAMPLES,
     progress: bool = True,
+    adversarial_store: dict | None = None,
 ) -> SuiteResult:
     """Evaluates every row, reusing rows already finished in `workdir`.
 
@@ -388,6 +476,9 @@ def run_suite(
       mesh: the data mesh (default: all devices).
       eot_samples: draws per gradient of "bpda_eot" rows.
       progress: a tqdm bar per row.
+      adversarial_store: a dict kept across calls: white-box rows of defenses that share a
+        classifier (same `Defense.classifier_fingerprint`) attack f once and reuse its x_adv
+        (the demo evaluates no defense, CAFD and CAP-GAN on one f).
 
     Returns:
       The `SuiteResult`, rows in the given order.
@@ -397,18 +488,21 @@ def run_suite(
     labels = np.asarray(labels, np.int32)
     mesh = mesh_lib.make_mesh() if mesh is None else mesh
     mesh_lib.check_global_batch(batch_size, mesh, "eval.batch_size")
-    fingerprint = data_fingerprint(images, labels)
+    fingerprints: dict[int, str] = {}
     say = print if jax.process_index() == 0 else (lambda *a, **k: None)
     results = {}
     for row in parsed.values():
+        n = min(row.num_examples or len(labels), len(labels))
+        if n not in fingerprints:
+            fingerprints[n] = data_fingerprint(images[:n], labels[:n])
         settings = row_settings(
             row,
             defense=defense,
             surrogate=surrogate,
-            num_examples=len(labels),
+            num_examples=n,
             seed=seed,
             eot_samples=eot_samples,
-            data=fingerprint,
+            data=fingerprints[n],
         )
         stored = load_row(workdir, row, settings)
         if isinstance(stored, RowResult):
@@ -421,13 +515,15 @@ def run_suite(
             row,
             defense=defense,
             surrogate=surrogate,
-            images=images,
-            labels=labels,
+            images=images[:n],
+            labels=labels[:n],
             batch_size=batch_size,
             seed=seed,
             mesh=mesh,
             eot_samples=eot_samples,
             progress=progress,
+            adversarial_store=adversarial_store,
+            store_key=adversarial_key(row, defense, seed, fingerprints[n], batch_size),
         )
         save_row(workdir, result, settings)
         say(f"row {row.row_id}: {result.accuracy:.2%} ({result.seconds:.1f} s)")

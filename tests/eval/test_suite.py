@@ -187,3 +187,96 @@ def test_rows_are_validated_before_anything_runs(toy, bare, tmp_path):
         run({"x": {"threat": "clean"}}, bare, toy, tmp_path, batch_size=60)
     assert not (tmp_path / "rows").exists()
     assert isinstance(suite.parse_rows({"c": {"threat": "clean"}})["c"], Row)
+
+
+def test_a_row_may_run_on_the_first_examples_only(toy, bare, tmp_path):
+    rows = {
+        "fgsm": {"threat": "undefended", "attack": {"name": "fgsm", "eps": 2 / 255}},
+        "fgsm_24": {
+            "threat": "undefended",
+            "attack": {"name": "fgsm", "eps": 2 / 255},
+            "num_examples": 24,
+        },
+    }
+    result = run(rows, bare, toy, tmp_path, batch_size=16)
+    assert result.num_examples == 64
+    assert result.rows["fgsm"].num_examples == 64 and result.rows["fgsm_24"].num_examples == 24
+    # the same attack and keys on the first 24 examples: the same outcomes there
+    np.testing.assert_array_equal(
+        result.rows["fgsm_24"].correct, result.rows["fgsm"].correct[:24]
+    )
+    # the worst case is taken over the examples both rows ran on
+    both = result.rows["fgsm"].robust[:24] & result.rows["fgsm_24"].robust
+    assert result.ensemble(["fgsm", "fgsm_24"]) == float(np.mean(both))
+    stored = json.loads((tmp_path / "rows" / "fgsm_24.json").read_text())
+    assert stored["settings"]["num_examples"] == 24
+    again = run(rows, bare, toy, tmp_path, batch_size=16)
+    assert again.rows["fgsm_24"].loaded
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="num_examples must be a positive int"):
+            suite.parse_rows({"x": {"threat": "clean", "num_examples": bad}})
+
+
+def test_sanity_compares_rows_on_the_examples_both_ran_on():
+    rows = suite.parse_rows(
+        {
+            "fgsm": {"threat": "whitebox", "attack": {"name": "fgsm", "eps": 0.01}},
+            "pgd": {
+                "threat": "whitebox",
+                "attack": {"name": "pgd", "eps": 0.01, "step_size": 0.005, "steps": 5},
+                "num_examples": 100,
+            },
+        }
+    )
+    # On the 100 examples both ran on FGSM leaves all correct and PGD 60: as it should be.
+    # FGSM's 10% overall is below PGD's 60% only through the 900 that PGD never ran on.
+    fgsm = np.r_[np.ones(100, bool), np.zeros(900, bool)]
+    pgd = np.r_[np.ones(60, bool), np.zeros(40, bool)]
+    result = SuiteResult(
+        {
+            "fgsm": RowResult(rows["fgsm"], fgsm, np.ones(1000, bool), 1.0),
+            "pgd": RowResult(rows["pgd"], pgd, np.ones(100, bool), 1.0),
+        },
+        1000,
+    )
+    assert sanity.check_single_step(result) is None
+    # and it does fire when FGSM does worse on the examples both ran on
+    result.rows["fgsm"] = RowResult(rows["fgsm"], ~fgsm, np.ones(1000, bool), 1.0)
+    assert sanity.check_single_step(result) is not None
+
+
+def test_whitebox_examples_are_shared_by_defenses_on_one_classifier(
+    toy, tmp_path, monkeypatch
+):
+    rows = {"whitebox": {"threat": "whitebox", "attack": PGD}}
+    on_f = {"classifier": toy.classifier, "classifier_fingerprint": "f0"}
+    first = Defense("quantize", purify=quantize, fingerprint="a", **on_f)
+    second = Defense("identity", purify=lambda x, key: x, fingerprint="b", **on_f)
+    traced = []
+    real_make_attack = attack_specs.make_attack
+
+    def counting_make_attack(spec):
+        attack = real_make_attack(spec)
+
+        def counted(*args):
+            traced.append(spec["name"])
+            return attack(*args)
+
+        return counted
+
+    monkeypatch.setattr(suite.attack_specs, "make_attack", counting_make_attack)
+    store = {}
+    a = run(rows, first, toy, tmp_path / "a", batch_size=32, adversarial_store=store)
+    assert traced == ["pgd"] and len(store) == 1
+    b = run(rows, second, toy, tmp_path / "b", batch_size=32, adversarial_store=store)
+    assert traced == ["pgd"]  # the second defense scored the stored x_adv
+    # ... and got exactly what attacking f again gives (a row's numbers never depend on
+    # the store: classifier-only rows always run as attack, then score)
+    alone = run(rows, second, toy, tmp_path / "alone", batch_size=32)
+    assert traced == ["pgd", "pgd"]
+    np.testing.assert_array_equal(b.rows["whitebox"].correct, alone.rows["whitebox"].correct)
+    assert a.rows["whitebox"].num_examples == 64
+    # another classifier does not reuse them
+    other = Defense("other f", toy.classifier, classifier_fingerprint="f1")
+    run(rows, other, toy, tmp_path / "c", batch_size=32, adversarial_store=store)
+    assert traced == ["pgd", "pgd", "pgd"] and len(store) == 2

@@ -13,20 +13,23 @@ then one table over all three in `report.md` and `accuracy.png` in the workdir, 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, plain_rows
+from capjax.eval.summary import write_summary
 from capjax.train import cafd as cafd_task
 from capjax.train import capgan as capgan_task
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
-from capjax.train.checkpoint import write_json
 
 
 def _with_target(config: ml_collections.ConfigDict, target_dir: str, stage):
@@ -58,9 +61,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     target_dir = os.path.join(workdir, "classifier")
     dataset = classifier_lib.load_data(config, workdir)
+    stages: list[dict[str, Any]] = []
+    clock = time.perf_counter()
+
+    def finished(stage: str, result=None) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        info: dict[str, Any] = {"name": stage, "seconds": round(now - clock, 1)}
+        if result is not None and result.resumed_from is not None:
+            info["resumed"] = result.resumed_from >= result.step
+        stages.append(info)
+        clock = now
+
     trainer, result, _ = classifier_lib.train_classifier(
         classifier_config, target_dir, dataset, mesh
     )
+    finished("classifier", result)
     logits_fn = trainer.logits_fn(result.state.variables)
 
     purifier_data = dataset.take(num_train=config.purifier_train_examples)
@@ -70,36 +86,43 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         purifier_data,
         mesh,
     )
+    finished("cafd", cafd_result)
     capgan_trainer, capgan_result = capgan_task.train_capgan(
         _with_target(config, target_dir, config.capgan),
         os.path.join(workdir, "capgan"),
         purifier_data,
         mesh,
     )
+    finished("capgan", capgan_result)
     f_weights = weights_fingerprint(result.state.variables)
     cafd_weights = cafd_result.state.denoiser_variables
     capgan_weights = capgan_result.state.generator_params["a2c"]
+    on_f = {"classifier": logits_fn, "classifier_fingerprint": f_weights}
     defenses = {
-        "none": Defense(name="no defense", classifier=logits_fn, fingerprint=f_weights),
+        "none": Defense(name="no defense", fingerprint=f_weights, **on_f),
         "cafd": Defense(
             name="CAFD",
-            classifier=logits_fn,
             purify=keyed(cafd_trainer.purify(cafd_result.state)),
             fingerprint=f_weights + weights_fingerprint(cafd_weights),
+            **on_f,
         ),
         "capgan": Defense(
             name="CAP-GAN",
-            classifier=logits_fn,
             purify=keyed(capgan_trainer.purify(capgan_result.state)),
             fingerprint=f_weights + weights_fingerprint(capgan_weights),
+            **on_f,
         ),
     }
+    # The white-box rows attack f alone: one x_adv for all three defenses.
+    adversarial_store: dict = {}
     rows = plain_rows(config.eval.rows)
-    results = {}
+    num_examples = min(config.eval.num_examples, len(dataset.test_labels))
+    results, same_as = {}, {}
     for name, defense in defenses.items():
         extra = None
         if name == "capgan":
             extra = capgan_task.attention_figure(capgan_trainer, capgan_result.state)
+        defense_rows, same_as[name] = rows_for(defense, rows)
         results[name] = evaluate_defense(
             defense=defense,
             dataset=dataset,
@@ -109,68 +132,95 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             mesh=mesh,
             title=f"demo: {defense.name}",
             figure_extra=extra,
-            rows=rows,
+            rows=defense_rows,
+            adversarial_store=adversarial_store,
         )
+        finished(f"evaluation: {defense.name}")
+    paper = config.get("paper")
     summary = {
         "task": "demo",
         "title": config.get("title") or DEFAULT_TITLE,
         "dataset": dataset.name,
-        "num_examples": min(config.eval.num_examples, len(dataset.test_labels)),
-        "rows": {row_id: row.get("label") or row_id for row_id, row in rows.items()},
+        "num_examples": num_examples,
+        "defenses": list(defenses),
+        "names": {n: d.name for n, d in defenses.items()},
+        "rows": list(rows),
+        "labels": {row_id: row.get("label") or row_id for row_id, row in rows.items()},
+        "row_examples": {
+            row_id: min(row.get("num_examples") or num_examples, num_examples)
+            for row_id, row in rows.items()
+        },
         "accuracy": {name: r["accuracy"] for name, r in results.items()},
+        "same_as": {name: s for name, s in same_as.items() if s},
+        "paper": paper.to_dict() if paper is not None else {},
+        "paper_notes": list(config.get("paper_notes") or []),
         "flags": {
             name: [f["name"] for f in r.get("sanity", {}).get("flags", [])]
             for name, r in results.items()
         },
+        "stages": stages,
+        "command": command_line(),
+        "commit": git_commit(),
     }
     if jax.process_index() == 0:
-        write_summary(workdir, summary, {n: d.name for n, d in defenses.items()})
+        print(write_summary(workdir, summary))
     return summary
 
 
-def write_summary(workdir: str, summary: dict[str, Any], names: dict[str, str]) -> None:
-    """`results.json`, `report.md` (rows x defenses) and `accuracy.png`; prints the table."""
-    write_json(os.path.join(workdir, "results.json"), summary)
-    rows = summary["rows"]
-    header = "| threat model | " + " | ".join(names[n] for n in summary["accuracy"]) + " |"
-    lines = [
-        f"# {summary['title']}",
-        "",
-        f"{summary['num_examples']} test images of {summary['dataset']}; L-inf eps 8/255. "
-        "Details, sanity checks and figures per defense in `eval_<defense>/report.md`.",
-        "",
-        header,
-        "|---" * (len(summary["accuracy"]) + 1) + "|",
-    ]
-    for row_id, label in rows.items():
-        cells = [f"{summary['accuracy'][n][row_id]:.1%}" for n in summary["accuracy"]]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    flagged = {n: f for n, f in summary["flags"].items() if f}
-    lines += [
-        "",
-        "Sanity flags: "
-        + (", ".join(f"{names[n]}: {f}" for n, f in flagged.items()) if flagged else "none fired."),
-    ]
-    lines += ["", "![accuracy](accuracy.png)"]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(workdir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    print(text)
+def rows_for(
+    defense: Defense, rows: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """The rows to run for `defense`, and {skipped row: the row it equals}.
 
-    import matplotlib
+    Without a purifier an end-to-end or BPDA row is the white-box row with the same attack
+    (same model, same keys: `capjax.eval.suite.row_key`), so it is not run twice.
+    """
+    if defense.purify is not None:
+        return rows, {}
+    kept, same = {}, {}
+    whitebox = {
+        json.dumps(row.get("attack"), sort_keys=True): row_id
+        for row_id, row in rows.items()
+        if row["threat"] == "whitebox"
+    }
+    for row_id, row in rows.items():
+        twin = whitebox.get(json.dumps(row.get("attack"), sort_keys=True))
+        if row["threat"] in ("end_to_end", "bpda") and twin is not None:
+            twin_n = rows[twin].get("num_examples")
+            if twin_n is None or twin_n >= (row.get("num_examples") or twin_n):
+                same[row_id] = twin
+                continue
+        kept[row_id] = row
+    return kept, same
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(rows), 3.2))
-    width = 0.8 / len(summary["accuracy"])
-    for i, (name, accuracy) in enumerate(summary["accuracy"].items()):
-        xs = np.arange(len(rows)) + i * width
-        ax.bar(xs, [100 * accuracy[r] for r in rows], width, label=names[name])
-    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, list(rows.values()), fontsize=8)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "accuracy.png"), dpi=110)
-    plt.close(fig)
+def command_line() -> str:
+    """The command that is running, as a user would type it."""
+    args = [a for a in sys.argv[1:]]
+    program = "python -m capjax.main" if sys.argv and sys.argv[0].endswith("main.py") else None
+    return " ".join([program or os.path.basename(sys.argv[0] if sys.argv else "python"), *args])
+
+
+def git_commit() -> str | None:
+    """The capjax checkout's commit (with "+changes" when the tree differs), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+changes" if dirty else "") if commit else None

@@ -1,6 +1,7 @@
 """The multi-defense summary (demo, cifar_cpu): its table, and the committed results."""
 
 import json
+
 import pytest
 
 from capjax.eval import summary as summary_lib

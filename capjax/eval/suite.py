@@ -339,18 +339,42 @@ def _row_step(row: Row, defense, surrogate, key, eot_samples, mesh):
 CLASSIFIER_ONLY_THREATS = ("whitebox", "undefended")
 
 
-def _split_steps(row: Row, defense, key):
-    """For classifier-only threats: jit((batch, index) -> x_adv) and
-    jit((batch, x_adv, index) -> (correct, clean_correct)), keys as in `_row_step`."""
+def _split_steps(row: Row, defense, surrogate, key, eot_samples, *, eager: bool):
+    """(attack_step, score_step): (batch, index) -> x_adv and (batch, x_adv, index) ->
+    (correct, clean_correct), keys as in `_row_step`.
+
+    `eager`: the attack runs outside jit, so AutoAttack gathers the still-robust examples
+    between its components (`capjax.attacks.autoattack`) instead of attacking every example
+    with every component; the attacked model is then built once per row, its randomness
+    fixed by the row's first batch key (AutoAttack standard is for deterministic defenses).
+    """
     attack = attack_specs.make_attack(row.attack)
 
     def keys(index):
         return jax.random.split(jax.random.fold_in(key, index), 3)
 
-    def attack_step(batch, index):
-        attack_key, _, _ = keys(index)
+    def attacked_model(threat_key):
+        model, _ = threats.attacked_model(
+            row.threat, defense, surrogate, key=threat_key, eot_samples=eot_samples
+        )
+        return model
+
+    def attack_of(model, batch, attack_key):
         x = data_lib.to_float(batch["image"])
-        return jax.lax.stop_gradient(attack(defense.classifier, x, batch["label"], attack_key))
+        return jax.lax.stop_gradient(attack(model, x, batch["label"], attack_key))
+
+    if eager:
+        model = attacked_model(keys(0)[1])
+
+        def attack_step(batch, index):
+            return attack_of(model, batch, keys(index)[0])
+
+    else:
+
+        @jax.jit
+        def attack_step(batch, index):
+            attack_key, threat_key, _ = keys(index)
+            return attack_of(attacked_model(threat_key), batch, attack_key)
 
     def score_step(batch, x_adv, index):
         _, _, score_key = keys(index)
@@ -359,7 +383,12 @@ def _split_steps(row: Row, defense, key):
         clean_correct = jnp.argmax(scored(data_lib.to_float(batch["image"])), -1) == y
         return jnp.argmax(scored(x_adv), -1) == y, clean_correct
 
-    return jax.jit(attack_step), jax.jit(score_step)
+    return attack_step, jax.jit(score_step)
+
+
+def runs_eagerly(row: Row) -> bool:
+    """AutoAttack rows run their attack outside jit, to attack only still-robust examples."""
+    return row.is_attack and attack_specs.kind(row.attack) == "ensemble"
 
 
 def adversarial_key(row: Row, defense: Defense, seed: int, data: str, batch_size: int):
@@ -391,16 +420,21 @@ def compute_row(
     """Runs one row over every example (see module docstring).
 
     Rows whose attacker sees f alone (`CLASSIFIER_ONLY_THREATS`) run as two programs,
-    attack then score. With an `adversarial_store` and a `store_key` (`adversarial_key`),
+    attack then score; AutoAttack rows as well, with the attack outside jit (`runs_eagerly`).
+    With an `adversarial_store` and a `store_key` (`adversarial_key`),
     their x_adv are taken from the store when another defense with the same classifier made
     them, and put there otherwise: a white-box attack on f runs once for every defense on f.
     """
     start = time.perf_counter()
     # Classifier-only rows always run as attack-then-score (two programs), whether or not
-    # their x_adv are shared, so a row's numbers never depend on the store.
-    split = row.threat in CLASSIFIER_ONLY_THREATS and row.is_attack
+    # their x_adv are shared, so a row's numbers never depend on the store; AutoAttack rows
+    # too, their attack outside jit.
+    eager = runs_eagerly(row)
+    split = (row.threat in CLASSIFIER_ONLY_THREATS and row.is_attack) or eager
     if split:
-        attack_step, score_step = _split_steps(row, defense, row_key(seed, row))
+        attack_step, score_step = _split_steps(
+            row, defense, surrogate, row_key(seed, row), eot_samples, eager=eager
+        )
         shared = adversarial_store is not None and store_key is not None
         cached = adversarial_store.get(store_key) if shared else None
         made = []

@@ -202,9 +202,7 @@ def test_a_row_may_run_on_the_first_examples_only(toy, bare, tmp_path):
     assert result.num_examples == 64
     assert result.rows["fgsm"].num_examples == 64 and result.rows["fgsm_24"].num_examples == 24
     # the same attack and keys on the first 24 examples: the same outcomes there
-    np.testing.assert_array_equal(
-        result.rows["fgsm_24"].correct, result.rows["fgsm"].correct[:24]
-    )
+    np.testing.assert_array_equal(result.rows["fgsm_24"].correct, result.rows["fgsm"].correct[:24])
     # the worst case is taken over the examples both rows ran on
     both = result.rows["fgsm"].robust[:24] & result.rows["fgsm_24"].robust
     assert result.ensemble(["fgsm", "fgsm_24"]) == float(np.mean(both))
@@ -245,9 +243,7 @@ def test_sanity_compares_rows_on_the_examples_both_ran_on():
     assert sanity.check_single_step(result) is not None
 
 
-def test_whitebox_examples_are_shared_by_defenses_on_one_classifier(
-    toy, tmp_path, monkeypatch
-):
+def test_whitebox_examples_are_shared_by_defenses_on_one_classifier(toy, tmp_path, monkeypatch):
     rows = {"whitebox": {"threat": "whitebox", "attack": PGD}}
     on_f = {"classifier": toy.classifier, "classifier_fingerprint": "f0"}
     first = Defense("quantize", purify=quantize, fingerprint="a", **on_f)
@@ -280,3 +276,35 @@ def test_whitebox_examples_are_shared_by_defenses_on_one_classifier(
     other = Defense("other f", toy.classifier, classifier_fingerprint="f1")
     run(rows, other, toy, tmp_path / "c", batch_size=32, adversarial_store=store)
     assert traced == ["pgd", "pgd", "pgd"] and len(store) == 2
+
+
+def test_autoattack_rows_gather_outside_jit_and_agree_with_the_full_batch_run(toy, tmp_path):
+    aa = {
+        "name": "autoattack",
+        "eps": 4 / 255,
+        "version": "custom",
+        "attacks_to_run": ["apgd-ce", "apgd-t"],
+        "options": {"apgd-ce": {"steps": 5}, "apgd-t": {"steps": 3, "num_target_classes": 2}},
+    }
+    rows = {
+        "whitebox_aa": {"threat": "whitebox", "attack": aa},
+        "end_to_end_aa": {"threat": "end_to_end", "attack": aa, "num_examples": 32},
+    }
+    assert suite.runs_eagerly(suite.parse_rows(rows)["end_to_end_aa"])
+    identity = Defense("identity", toy.classifier, purify=lambda x, key: x)
+    result = run(rows, identity, toy, tmp_path, batch_size=32)
+    # through an identity purifier, end to end is the white-box attack (same spec, same keys)
+    np.testing.assert_array_equal(
+        result.rows["end_to_end_aa"].correct, result.rows["whitebox_aa"].correct[:32]
+    )
+    # the full-batch mode under jit (every component on every example) agrees per example
+    attack = attack_specs.make_attack(aa)
+    x = jnp.asarray(toy.images[:32], jnp.float32) / 255
+    y = jnp.asarray(toy.labels[:32])
+    attack_key = jax.random.split(
+        jax.random.fold_in(suite.row_key(0, result.rows["whitebox_aa"].row), 0), 3
+    )[0]
+    x_adv = jax.jit(lambda x, y, k: attack(toy.classifier, x, y, k))(x, y, attack_key)
+    full_batch = np.asarray(jnp.argmax(toy.classifier(x_adv), -1) == y)
+    np.testing.assert_array_equal(result.rows["end_to_end_aa"].correct, full_batch)
+    assert 0.0 < result.rows["whitebox_aa"].accuracy < result.rows["whitebox_aa"].clean_accuracy

@@ -202,8 +202,11 @@ CPU_FULL_UNROLL_MAX_STEPS = 40
 CPU_PARTIAL_UNROLL = 10
 
 
-def default_unroll(steps: int) -> int:
+def default_unroll(steps: int, full_max: int | None = None) -> int:
     """Iterations per `fori_loop` trip: all of them on XLA:CPU for short loops, else 1.
+
+    `full_max`: the longest loop unrolled fully on XLA:CPU (default
+    `CPU_FULL_UNROLL_MAX_STEPS`); an attack whose body compiles quickly may raise it.
 
     Measured here (jax 0.10.2, 2 CPU cores, 6-conv CNN): PGD-10 at batch 256 ran at 52
     images/s rolled, 51 with `unroll=2` and 111 fully unrolled; PGD-40 at batch 64 ran at 73
@@ -213,7 +216,8 @@ def default_unroll(steps: int) -> int:
     """
     if jax.default_backend() != "cpu":
         return 1
-    return steps if steps <= CPU_FULL_UNROLL_MAX_STEPS else CPU_PARTIAL_UNROLL
+    full_max = CPU_FULL_UNROLL_MAX_STEPS if full_max is None else full_max
+    return steps if steps <= full_max else CPU_PARTIAL_UNROLL
 
 
 def attack_loop(

@@ -210,8 +210,19 @@ def whole_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
             "classifier": {"model": target.model, "train": target.train},
             # The purifiers train on the first n training images (the classifier on all).
             "purifier_train_examples": 256 if smoke else 10_000,
-            "cafd": {"cafd": cafd.cafd, "train": cafd.train, "target": cafd.target},
-            "capgan": {"capgan": capgan.capgan, "train": capgan.train, "target": capgan.target},
+            # Each purifier's own training images (0: purifier_train_examples).
+            "cafd": {
+                "cafd": cafd.cafd,
+                "train": cafd.train,
+                "target": cafd.target,
+                "train_examples": 0,
+            },
+            "capgan": {
+                "capgan": capgan.capgan,
+                "train": capgan.train,
+                "target": capgan.target,
+                "train_examples": 0,
+            },
             # The papers' full-scale numbers, set beside the rows in report.md (labelled so).
             "paper": {} if smoke else paper_numbers(),
             "paper_notes": [] if smoke else PAPER_NOTES,

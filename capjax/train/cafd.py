@@ -78,6 +78,22 @@ def fingerprint(config) -> dict[str, Any]:
     return {"task": "cafd", "target": config.target.model.name, "loss_form": config.cafd.loss_form}
 
 
+def cam_figure(trainer: CAFDTrainer, state) -> Any:
+    """(x, x_adv) -> the figure's extra rows: P's class activation maps of x, x_adv and the
+    purified x_adv (each for its own predicted class), the maps CAFD aligns."""
+    cam = zoo_class_activation_fn(trainer.target, trainer.target_variables, kind="map")
+    purify = trainer.purify(state)
+
+    def extra(x, x_adv):
+        return {
+            "cam clean": cam(x),
+            "cam adversarial": cam(x_adv),
+            "cam purified": cam(purify(x_adv)),
+        }
+
+    return extra
+
+
 def train_cafd(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
     """Target (trained or restored), then the denoiser: (trainer, fit result)."""
     return train_purifier(

@@ -4,7 +4,8 @@
 
 Stages (each resumable, in its own folder of the workdir):
 1. `classifier/`: a tiny CNN;
-2. `cafd/`: a CAFD purifier for it, trained on the first `purifier_train_examples` images;
+2. `cafd/`: a CAFD purifier for it, trained on the first `purifier_train_examples` images
+   (or the stage's own `train_examples`);
 3. `capgan/`: a CAP-GAN purifier for it, likewise;
 4. `eval_<defense>/`: the suite of `config.eval.rows` (clean, white-box, end to end, BPDA)
    for no defense, CAFD and CAP-GAN, with sanity checks;
@@ -32,12 +33,21 @@ from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
 
 
+def train_examples(config: ml_collections.ConfigDict, stage) -> int:
+    """A purifier stage's training images: its own `train_examples`, or (when 0 or absent)
+    the config's `purifier_train_examples` (0 there: all)."""
+    return stage.get("train_examples") or config.purifier_train_examples
+
+
 def _with_target(config: ml_collections.ConfigDict, target_dir: str, stage):
     """A stage's config that protects the demo's classifier (no retraining of its own)."""
-    stage = ml_collections.ConfigDict(stage.to_dict())
+    examples = train_examples(config, stage)
+    plain = stage.to_dict()
+    plain.pop("train_examples", None)
+    stage = ml_collections.ConfigDict(plain)
     stage.seed = config.seed
     stage.data = ml_collections.ConfigDict(config.data.to_dict())
-    stage.data.num_train = config.purifier_train_examples
+    stage.data.num_train = examples
     stage.target.model = config.classifier.model
     stage.target.train = config.classifier.train
     stage.target.workdir = target_dir
@@ -79,18 +89,17 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     finished("classifier", result)
     logits_fn = trainer.logits_fn(result.state.variables)
 
-    purifier_data = dataset.take(num_train=config.purifier_train_examples)
     cafd_trainer, cafd_result = cafd_task.train_cafd(
         _with_target(config, target_dir, config.cafd),
         os.path.join(workdir, "cafd"),
-        purifier_data,
+        dataset.take(num_train=train_examples(config, config.cafd)),
         mesh,
     )
     finished("cafd", cafd_result)
     capgan_trainer, capgan_result = capgan_task.train_capgan(
         _with_target(config, target_dir, config.capgan),
         os.path.join(workdir, "capgan"),
-        purifier_data,
+        dataset.take(num_train=train_examples(config, config.capgan)),
         mesh,
     )
     finished("capgan", capgan_result)
@@ -120,6 +129,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results, same_as = {}, {}
     for name, defense in defenses.items():
         extra = None
+        if name == "cafd":
+            extra = cafd_task.cam_figure(cafd_trainer, cafd_result.state)
         if name == "capgan":
             extra = capgan_task.attention_figure(capgan_trainer, capgan_result.state)
         defense_rows, same_as[name] = rows_for(defense, rows)

@@ -84,7 +84,7 @@ def test_demo_trains_and_evaluates_three_defenses(tmp_path):
     assert results["same_as"] == {
         "none": {"end_to_end_pgd": "whitebox_pgd", "bpda_pgd": "whitebox_pgd"}
     }
-    assert [s["name"] for s in results["stages"]][:3] == ["classifier", "cafd", "capgan"]
+    assert [s["name"] for s in results["stages"]][:4] == ["data", "classifier", "cafd", "capgan"]
     report = (tmp_path / "report.md").read_text()
     assert "| threat model | images | no defense | CAFD | CAP-GAN |" in report
     assert "| threat model | images | no defense | CAFD | CAP-GAN |" in proc.stdout

@@ -70,7 +70,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         }
     )
     target_dir = os.path.join(workdir, "classifier")
-    dataset = classifier_lib.load_data(config, workdir)
     stages: list[dict[str, Any]] = []
     clock = time.perf_counter()
 
@@ -83,6 +82,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         stages.append(info)
         clock = now
 
+    dataset = classifier_lib.load_data(config, workdir)
+    finished("data")
     trainer, result, _ = classifier_lib.train_classifier(
         classifier_config, target_dir, dataset, mesh
     )

@@ -94,7 +94,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             '"= row": without a purifier the row is the same attack on the same model as '
             "that row, so it is not run twice.",
         ]
-    flagged = {d: f for d, f in summary.get("flags", {}).items() if f}
+    flags = summary.get("flags", {})
+    flagged = {d: flags[d] for d in defenses if flags.get(d)}
     lines += [
         "",
         "Sanity flags: "

@@ -70,6 +70,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         }
     )
     target_dir = os.path.join(workdir, "classifier")
+    commit = git_commit()  # at the start: the code that runs, not what the tree holds later
     stages: list[dict[str, Any]] = []
     clock = time.perf_counter()
 
@@ -172,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         },
         "stages": stages,
         "command": command_line(),
-        "commit": git_commit(),
+        "commit": commit,
     }
     if jax.process_index() == 0:
         print(write_summary(workdir, summary))
@@ -208,7 +209,7 @@ def rows_for(
 
 def command_line() -> str:
     """The command that is running, as a user would type it."""
-    args = [a for a in sys.argv[1:]]
+    args = list(sys.argv[1:])
     program = "python -m capjax.main" if sys.argv and sys.argv[0].endswith("main.py") else None
     return " ".join([program or os.path.basename(sys.argv[0] if sys.argv else "python"), *args])
 
@@ -216,23 +217,16 @@ def command_line() -> str:
 def git_commit() -> str | None:
     """The capjax checkout's commit (with "+changes" when the tree differs), or None."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+changes" if dirty else "") if commit else None

@@ -49,7 +49,10 @@ def test_summary_table_has_intervals_paper_columns_and_notes():
 
 
 def test_write_summary_round_trips_through_results_json(tmp_path):
-    text = summary_lib.write_summary(str(tmp_path), small_summary())
+    summary = small_summary()
+    summary["flags"] = {"cafd": ["a"], "none": ["b"]}  # sorted keys reorder the dict
+    text = summary_lib.write_summary(str(tmp_path), summary)
+    assert "Sanity flags: no defense: ['b'], CAFD: ['a']" in text
     loaded = json.loads((tmp_path / "results.json").read_text())
     assert summary_lib.summary_markdown(loaded) == text == (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy.png").stat().st_size > 1000

@@ -1,10 +1,13 @@
 """The multi-defense summary (demo, cifar_cpu): its table, and the committed results."""
 
 import json
+import pathlib
 
 import pytest
 
 from capjax.eval import summary as summary_lib
+
+RESULTS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "results" / "cifar_cpu"
 
 
 def small_summary():
@@ -56,3 +59,14 @@ def test_write_summary_round_trips_through_results_json(tmp_path):
     loaded = json.loads((tmp_path / "results.json").read_text())
     assert summary_lib.summary_markdown(loaded) == text == (tmp_path / "report.md").read_text()
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
+
+
+def test_committed_cifar_cpu_report_is_generated_from_its_results():
+    """docs/results/cifar_cpu/report.md is exactly what its results.json produces."""
+    results = json.loads((RESULTS / "results.json").read_text())
+    assert (RESULTS / "report.md").read_text() == summary_lib.summary_markdown(results), (
+        "docs/results/cifar_cpu/report.md differs from what its results.json produces; "
+        "regenerate it with capjax.eval.summary.summary_markdown"
+    )
+    for figure in ("accuracy.png", "eval_cafd/examples.png", "eval_capgan/examples.png"):
+        assert (RESULTS / figure).stat().st_size > 1000, figure

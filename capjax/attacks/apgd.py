@@ -204,7 +204,9 @@ def _apgd_run(
         )
 
     if unroll is None:
-        unroll = default_unroll(steps, full_max=APGD_CPU_FULL_UNROLL_MAX_STEPS)
+        unroll = default_unroll(
+            steps, full_max=APGD_CPU_FULL_UNROLL_MAX_STEPS, body=body, init=init
+        )
     s = attack_loop(steps, body, init, unroll)
     return RunResult(jnp.where(at(s.success), s.x_found, s.x_best), s.success, s.loss_best)
 

@@ -7,6 +7,7 @@ Variants: `eq6`, `eq7` (default), `smoke`. The target is trained without augment
 """
 
 from capjax.config_defaults import cafd_config, check_variant, parse_variant, shrink_cafd_to_smoke
+from capjax.eval import paper_match
 
 
 def get_config(arg=None):
@@ -22,6 +23,12 @@ def get_config(arg=None):
     if "eq6" in variant:
         config.cafd.loss_form = "eq6"
         config.eval.paper = {"clean": 1 - 0.0979, "pgd": 1 - 0.1591}
+    config.eval.paper_setting = paper_match.purifier_setting(
+        dataset="svhn_cropped",
+        targets=paper_match.CAFD_TARGETS,
+        pgd=config.eval.pgd,
+        loss_form=config.cafd.loss_form,
+    )
     if "smoke" in variant:
         shrink_cafd_to_smoke(config)
     return config

@@ -11,8 +11,9 @@ both (the paper's; built by the task from config).
 Training examples: the paper trained on FGSM examples made offline. Here they are crafted
 against the frozen target f inside every jitted step: PGD L-inf eps 8/255, step 2/255, 10
 iterations by default, or CW-L2 (`capjax.attacks.cw_l2`): the CAP-GAN paper says APE-GAN and
-HGD were "trained on PGD or CW examples as in the papers"; the CAFD paper's APE-G was
-trained on PGD-20. The labels only drive the attack and the accuracy metrics.
+HGD were "trained on PGD or CW examples as in the papers"; the CAFD paper trained its
+APE-G on non-targeted CW-L2 examples against VGG-19 (its Section 4.2). The labels only
+drive the attack and the accuracy metrics.
 """
 
 from __future__ import annotations

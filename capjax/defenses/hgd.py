@@ -11,8 +11,9 @@ batch, as in the authors' code (`torch.abs(a - b).mean()`); the clean side is a 
 
 Training examples: the paper trained on FGSM/IFGSM examples of ImageNet classifiers, made
 offline. Here they are crafted against f inside every jitted step (PGD L-inf eps 8/255,
-step 2/255, 10 iterations by default; the CAFD paper trained its HGD on PGD-20, the CAP-GAN
-paper on "PGD or CW examples as in the papers"; any `capjax.defenses._examples` attack).
+step 2/255, 10 iterations by default; the CAFD paper trained its HGD on non-targeted CW-L2
+examples against VGG-19 (its Section 4.2), the CAP-GAN paper on "PGD or CW examples as in
+the papers"; any `capjax.defenses._examples` attack).
 Optimizer: Adam lr 1e-3 by default (the paper's), built by the task from config.
 """
 

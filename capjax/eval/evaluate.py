@@ -13,7 +13,7 @@ defense is evaluated the same way:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -96,11 +96,13 @@ def evaluate_defense(
     settings: Mapping[str, Any] | None = None,
     rows: Mapping[str, dict[str, Any]] | None = None,
     adversarial_store: dict | None = None,
+    paper_notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Runs `eval_config.rows` on the first `num_examples` test images; writes the report.
 
     `rows` (plain dicts, in order) replaces `eval_config.rows` when given.
     `adversarial_store`: see `run_suite` (white-box x_adv shared across defenses on one f).
+    `paper_notes`: why rows carry a paper number or none, listed in report.md.
     Finished rows are
     loaded from `workdir/rows/` rather than redone. Writes (process 0)
     `results.json`, `report.md`, `accuracy.png`, `eps_sweep.png` for eps sweeps, and
@@ -147,6 +149,7 @@ def evaluate_defense(
         defense_name=defense.name,
         tables=tables_of(rows),
         settings={"num_examples": n, "dataset": dataset.name, "seed": seed, **(settings or {})},
+        paper_notes=paper_notes,
     )
     k = min(eval_config.figure_examples, n)
     if jax.process_index() == 0 and k:

@@ -21,6 +21,7 @@ import numpy as np
 from capjax import data as data_lib
 from capjax.attacks.gradient import pgd
 from capjax.attacks.wrappers import defended
+from capjax.eval.summary import interval95
 from capjax.train.checkpoint import write_json
 from capjax.train.classifier import accuracy
 
@@ -114,12 +115,22 @@ def _as_map(cams: jax.Array) -> jax.Array:
 
 
 def write_purifier_report(
-    workdir: str, results: dict[str, Any], *, title: str, paper: dict[str, float] | None = None
+    workdir: str,
+    results: dict[str, Any],
+    *,
+    title: str,
+    paper: dict[str, float] | None = None,
+    notes: list[str] | None = None,
 ) -> None:
-    """Writes `results.json`, `report.md` and `figure.png` (process 0 only)."""
+    """Writes `results.json`, `report.md` and `figure.png` (process 0 only).
+
+    `notes`: why the paper's numbers stand beside the rows or not, listed under the table.
+    """
     if jax.process_index() != 0:
         return
     examples = results.pop("examples", None)
+    if notes:
+        results["paper_notes"] = list(notes)
     write_json(os.path.join(workdir, "results.json"), results)
     pgd_settings = results["settings"]["pgd"]
     lines = [
@@ -129,12 +140,15 @@ def write_purifier_report(
         f"PGD L-inf eps {pgd_settings['eps'] * 255:.3g}/255, step {pgd_settings['step_size']:g}, "
         f"{pgd_settings['steps']} iterations, random start.",
         "",
-        "| threat model | accuracy |" + (" paper |" if paper else ""),
-        "|---|---|" + ("---|" if paper else ""),
+        "| threat model | accuracy | ± 95% |" + (" paper |" if paper else ""),
+        "|---|---|---|" + ("---|" if paper else ""),
     ]
+    n = results["settings"]["num_examples"]
     for row, value in results["accuracy"].items():
         extra = f" {paper[row]:.1%} |" if paper and row in paper else (" |" if paper else "")
-        lines.append(f"| {row} | {value:.1%} |{extra}")
+        lines.append(f"| {row} | {value:.1%} | {interval95(value, n):.1%} |{extra}")
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
     if examples is not None:
         save_figure(os.path.join(workdir, "figure.png"), examples, title)
         lines += ["", "![examples](figure.png)"]

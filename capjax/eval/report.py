@@ -17,6 +17,7 @@ import jax
 from capjax.eval import attack_specs, threats
 from capjax.eval.sanity import CHECKS, Flag, SanityReport
 from capjax.eval.suite import RowResult, SuiteResult
+from capjax.eval.summary import interval95
 from capjax.train.checkpoint import write_json
 
 DEFAULT_GROUP = "Results"
@@ -91,6 +92,7 @@ def results_payload(
     defense_name: str,
     tables: dict[str, list[str]],
     settings: Mapping[str, Any],
+    paper_notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Everything `results.json` holds."""
     flag_list, checks, measured = _flags_of(flags)
@@ -121,6 +123,7 @@ def results_payload(
         "settings": dict(settings),
         "rows": rows,
         "tables": tables,
+        "paper_notes": list(paper_notes),
         "worst_case_by_threat": suite_result.worst_case_by_threat(),
         "sanity": {
             "flags": [
@@ -146,6 +149,11 @@ def markdown(payload: Mapping[str, Any], suite_result: SuiteResult, figures: Seq
     ]
     for title, ids in payload["tables"].items():
         lines += [f"## {title}", "", markdown_table(suite_result, ids, payload["defense"]), ""]
+    notes = payload.get("paper_notes") or []
+    if notes:
+        lines += ['Paper numbers ("paper" rows):', ""]
+        lines += [f"- {note}" for note in notes]
+        lines.append("")
     worst = payload["worst_case_by_threat"]
     if worst:
         by_threat = suite_result.attack_rows_by_threat()
@@ -166,15 +174,18 @@ def markdown(payload: Mapping[str, Any], suite_result: SuiteResult, figures: Seq
     lines += [
         "## All rows",
         "",
-        "| row | threat model | attack | eps | examples | accuracy | robust | paper | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| row | threat model | attack | eps | examples | accuracy | ± 95% | robust | paper | "
+        "seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row_id, r in payload["rows"].items():
         eps = "–" if r["eps"] is None else f"{r['eps'] * 255:.3g}/255 ({r['norm']})"
         loaded = " (loaded)" if r["loaded"] else ""
+        examples = r.get("num_examples", n)
+        half = "–" if r["accuracy"] is None else f"{interval95(r['accuracy'], examples):.1%}"
         lines.append(
             f"| {row_id} | {r['threat']} | {r['description']} | {eps} | "
-            f"{r.get('num_examples', n)} | {_pct(r['accuracy'])} | "
+            f"{examples} | {_pct(r['accuracy'])} | {half} | "
             f"{_pct(r['robust_accuracy'])} | {_pct(r['paper'])} | {r['seconds']:.1f}{loaded} |"
         )
     lines += ["", "Threat models:", ""]
@@ -293,6 +304,7 @@ def write_report(
     defense_name: str,
     tables: Mapping[str, Sequence[str]] | None = None,
     settings: Mapping[str, Any] | None = None,
+    paper_notes: Sequence[str] = (),
 ) -> dict[str, Any] | None:
     """Writes `results.json`, `report.md`, `accuracy.png` (and `eps_sweep.png`) to workdir.
 
@@ -305,6 +317,8 @@ def write_report(
       defense_name: the name in the tables' "ours" row.
       tables: {table title: row ids}; None groups the rows by their "group".
       settings: run settings stored in results.json (config, data, seeds...).
+      paper_notes: why rows have a paper number or not (`paper_suites.attach_paper_numbers`),
+        listed under the tables.
 
     Returns:
       The results payload on process 0, None elsewhere (which write nothing).
@@ -321,6 +335,7 @@ def write_report(
         defense_name=defense_name,
         tables=grouped,
         settings=settings or {},
+        paper_notes=paper_notes,
     )
     save_accuracy_figure(os.path.join(workdir, "accuracy.png"), suite_result, title)
     figures = ["accuracy.png"]

@@ -18,12 +18,13 @@ import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.defenses.cafd import CAFDTrainer
+from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.purifier_task import load_finished_purifier, train_purifier
+from capjax.train.purifier_task import load_finished_purifier, paper_rows, train_purifier
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
@@ -131,11 +132,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             "target": config.target.model.name,
         }
     )
-    paper = {
-        "clean (purified)": config.eval.paper.clean,
-        "PGD on classifier, then purified": config.eval.paper.pgd,
-    }
-    paper = {row: value for row, value in paper.items() if value >= 0}
+    paper, notes = paper_rows(config, paper_match.dataset_of(config.data.to_dict()))
     title = "CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)"
-    write_purifier_report(workdir, results, title=title, paper=paper or None)
+    write_purifier_report(workdir, results, title=title, paper=paper, notes=notes)
     return results

@@ -14,6 +14,7 @@ Stages, each resumable and skipped once finished:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jax
@@ -22,7 +23,9 @@ import ml_collections
 
 from capjax.defenses.capgan import CAPGANTrainer, LossWeights
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
-from capjax.eval.evaluate import evaluate_defense, needs_surrogate
+from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
+from capjax.eval.paper_match import dataset_of, run_facts
+from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
@@ -69,13 +72,23 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     )
 
 
+# The rows a CAP-GAN run evaluates come from these paper suites (`paper_suites.capgan_default`).
+CAPGAN_SUITES = "capgan_table1+capgan_table3+capgan_table4+capgan_table2"
+
+
 def fingerprint(config) -> dict[str, Any]:
-    loss = config.capgan.loss
+    """What identifies the trained weights: every setting of the loss, the networks and the
+    adversarial domain (a checkpoint trained with another alpha or T is refused, not
+    evaluated under the new title). The training schedule (epochs, learning rate) is left
+    out so that a finished run can be resumed to train longer."""
+    c = config.capgan
     return {
         "task": "capgan",
         "target": config.target.model.name,
-        "terms": f"cam={loss.use_cam},sem={loss.use_sem},cycle={loss.use_cycle}",
-        "residual": bool(config.capgan.generator.get("residual", False)),
+        "loss": json.dumps(c.loss.to_dict(), sort_keys=True),
+        "generator": json.dumps(c.generator.to_dict(), sort_keys=True),
+        "discriminator": json.dumps(c.discriminator.to_dict(), sort_keys=True),
+        "domain": json.dumps(c.domain.to_dict(), sort_keys=True),
     }
 
 
@@ -139,6 +152,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         fingerprint=weights_fingerprint(result.state.generator_params["a2c"], target_variables),
     )
     loss = config.capgan.loss
+    rows, notes = attach_paper_numbers(
+        plain_rows(config.eval.rows),
+        CAPGAN_SUITES,
+        "capgan",
+        run_facts(config.to_dict(), dataset_of(config.data.to_dict())),
+    )
     results = evaluate_defense(
         defense=defense,
         surrogate=surrogate,
@@ -149,6 +168,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         mesh=mesh,
         title="CAP-GAN" + _ablation_suffix(loss),
         figure_extra=attention_figure(trainer, result.state),
+        rows=rows,
+        paper_notes=notes,
     )
     results.update(
         {

@@ -18,7 +18,8 @@ import ml_collections
 
 from capjax.eval.defense import Defense
 from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
-from capjax.eval.paper_suites import with_paper_numbers
+from capjax.eval.paper_match import dataset_of, run_facts
+from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
 from capjax.train.load_defense import (
@@ -60,7 +61,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         classifier_workdir=config.classifier_workdir,
         dataset=dataset,
     )
-    rows = with_paper_numbers(plain_rows(config.eval.rows), config.suite, config.defense)
+    rows, notes = attach_paper_numbers(
+        plain_rows(config.eval.rows), config.suite, config.defense, _facts(config, data_config)
+    )
     surrogate = None
     if needs_surrogate(rows):
         surrogate = _surrogate(config, dataset)
@@ -75,7 +78,24 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         title=f"{defense.name}: {config.suite}",
         settings={"config": json.loads(config.to_json_best_effort())},
         rows=rows,
+        paper_notes=notes,
     )
+
+
+def _facts(config, data_config) -> dict[str, Any]:
+    """What decides which paper numbers apply: the evaluation's dataset, the defense run's
+    target and variant (`capjax.eval.paper_match.run_facts`)."""
+    run_config = read_run_config(config.defense_workdir).to_dict()
+    facts = run_facts(run_config, dataset_of(data_config.data.to_dict()))
+    if config.classifier_workdir:  # cross-model defense (CAFD Table 2): another target
+        facts["target"] = read_run_config(config.classifier_workdir).model.name
+    options = config.defense_options.get(config.defense)
+    options = options.to_dict() if options is not None else {}
+    if config.defense == "jpeg":
+        facts["jpeg_quality"] = options.get("quality", 75)
+    if config.defense == "tvm":
+        facts["tvm_weight"] = options.get("weight")
+    return facts
 
 
 def _surrogate(config, dataset) -> Defense:

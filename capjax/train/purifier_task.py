@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
+from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.train import classifier as classifier_lib
 from capjax.train import mesh as mesh_lib
@@ -36,11 +37,23 @@ PAPER_ROWS = {
 }
 
 
-def paper_rows(eval_config) -> dict[str, float] | None:
-    """The paper's accuracies keyed by report row (negative values mean "none")."""
-    paper = eval_config.get("paper") or {}
+def paper_rows(config, dataset_name: str | None) -> tuple[dict[str, float] | None, list[str]]:
+    """The paper's accuracies keyed by report row (negative values mean "none"), and notes.
+
+    The numbers stand beside the rows only when the run is in the setting
+    `eval.paper_setting` names (`capjax.eval.paper_match`: dataset, target, variant);
+    otherwise none do, and a note says what differs.
+    """
+    paper = config.eval.get("paper") or {}
     rows = {PAPER_ROWS[k]: v for k, v in paper.items() if k in PAPER_ROWS and v >= 0}
-    return rows or None
+    if not rows:
+        return None, []
+    setting = config.eval.get("paper_setting")
+    setting = setting.to_dict() if setting is not None else {}
+    why = paper_match.mismatches(setting, paper_match.run_facts(config.to_dict(), dataset_name))
+    if why:
+        return None, [f"No paper numbers: {'; '.join(why)}."]
+    return rows, []
 
 
 def train_purifier(
@@ -131,7 +144,8 @@ def train_and_evaluate(
             **(extra_results or {}),
         }
     )
-    write_purifier_report(workdir, results, title=title, paper=paper_rows(config.eval))
+    paper, notes = paper_rows(config, paper_match.dataset_of(config.data.to_dict()))
+    write_purifier_report(workdir, results, title=title, paper=paper, notes=notes)
     return results
 
 

@@ -75,7 +75,7 @@ def get_config(arg=None):
             for field, small in (
                 ("steps", 3),
                 ("binary_search_steps", 1),
-                ("num_samples", 8),
+                ("num_pairs", 8),
                 ("restarts", 1),
             ):
                 if field in attack:

@@ -2,18 +2,21 @@
 
 Uesato, O'Donoghue, van den Oord & Kohli, "Adversarial risk and the dangers of evaluating
 against weak attacks", ICML 2018 (arXiv:1802.05666). At every step the gradient of the loss
-is estimated from `num_samples` random Rademacher directions v as the mean of
-`(L(x + delta v) - L(x - delta v)) / (2 delta) * v`, and the perturbation takes an Adam step
-on it, projected back into the eps-ball and [0, 1]. An example stops once it is
-misclassified (the reference's early stopping, here per example).
+is estimated from `num_pairs` random Rademacher directions v, each queried as a +/- pair,
+as the mean of `(L(x + delta v) - L(x - delta v)) / (2 delta) * v`: 2 x num_pairs queries
+per step. The perturbation takes an Adam step on it, projected back into the eps-ball and
+[0, 1]. With `early_stop` (the default) an example stops once it is misclassified and keeps
+that point; cleverhans' default runs every step and returns the last iterate
+(`early_stop=False`).
 
 Defaults follow the paper and the cleverhans implementation it released: delta
-(`perturbation_size`) 0.01, Adam learning rate (`step_size`) 0.01, 128 samples per step, the
-margin (logit difference) loss, a uniformly random start. (cleverhans scales its estimate by
-delta, which Adam's scale invariance makes irrelevant; this one is unscaled.)
+(`perturbation_size`) 0.01, Adam learning rate (`step_size`) 0.01, 128 queries per step
+(cleverhans' `spsa_samples=128`, i.e. 64 +/- pairs: `num_pairs=64`), the margin (logit
+difference) loss, a uniformly random start. (cleverhans scales its estimate by delta, which
+Adam's scale invariance makes irrelevant; this one is unscaled.)
 
 Only the values of `logits_fn` are used. The model is evaluated on batches of
-`N * 2 * samples_per_batch` images, at points `x +- delta v` that may leave [0, 1] by delta
+`N * 2 * pairs_per_batch` images, at points `x +- delta v` that may leave [0, 1] by delta
 (as in the reference).
 """
 
@@ -46,29 +49,29 @@ from capjax.attacks._common import (
 _DEFAULT_UNROLL = 1
 
 
-def _estimate_gradient(objective, x_adv, labels, keys, delta, num_samples, samples_per_batch):
+def _estimate_gradient(objective, x_adv, labels, keys, delta, num_pairs, pairs_per_batch):
     """(N, H, W, C) SPSA estimate of the gradient of `objective` (per example) at x_adv."""
     n = x_adv.shape[0]
-    chunks = num_samples // samples_per_batch
+    chunks = num_pairs // pairs_per_batch
 
     def chunk(j, total):
         draw = (
             lambda k: jax.random.rademacher(  # noqa: E731
-                jax.random.fold_in(k, j), (samples_per_batch,) + x_adv.shape[1:], x_adv.dtype
+                jax.random.fold_in(k, j), (pairs_per_batch,) + x_adv.shape[1:], x_adv.dtype
             )
         )
         v = jax.vmap(draw)(keys)  # (N, S, H, W, C)
         step = jnp.asarray(delta, x_adv.dtype) * v
         points = jnp.concatenate([x_adv[:, None] + step, x_adv[:, None] - step], axis=1)
         values = objective(
-            points.reshape((-1,) + x_adv.shape[1:]), jnp.repeat(labels, 2 * samples_per_batch)
-        ).reshape(n, 2, samples_per_batch)
+            points.reshape((-1,) + x_adv.shape[1:]), jnp.repeat(labels, 2 * pairs_per_batch)
+        ).reshape(n, 2, pairs_per_batch)
         slope = (values[:, 0] - values[:, 1]) / (2 * jnp.asarray(delta, jnp.float32))
         return total + jnp.einsum("ns,ns...->n...", slope, v.astype(jnp.float32))
 
     total = jnp.zeros(x_adv.shape, jnp.float32)
     total = chunk(0, total) if chunks == 1 else jax.lax.fori_loop(0, chunks, chunk, total)
-    return total / num_samples
+    return total / num_pairs
 
 
 @functools.partial(
@@ -77,11 +80,12 @@ def _estimate_gradient(objective, x_adv, labels, keys, delta, num_samples, sampl
         "logits_fn",
         "norm",
         "steps",
-        "num_samples",
-        "samples_per_batch",
+        "num_pairs",
+        "pairs_per_batch",
         "loss",
         "targeted",
         "random_start",
+        "early_stop",
         "unroll",
     ),
 )
@@ -96,11 +100,12 @@ def _spsa(
     *,
     norm,
     steps,
-    num_samples,
-    samples_per_batch,
+    num_pairs,
+    pairs_per_batch,
     loss,
     targeted,
     random_start,
+    early_stop,
     unroll,
 ):
     base = attack_objective(loss, targeted)
@@ -118,15 +123,19 @@ def _spsa(
         x_adv, opt_state, done = carry
         step_keys = jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
         grad = _estimate_gradient(
-            objective, x_adv, y, step_keys, perturbation_size, num_samples, samples_per_batch
+            objective, x_adv, y, step_keys, perturbation_size, num_pairs, pairs_per_batch
         )
         # Adam minimises: descend on the negated ascent direction.
         updates, opt_state = optimizer.update(-grad, opt_state)
         moved = project(x_adv + updates.astype(x.dtype), x, eps, norm)
+        if not early_stop:
+            return moved, opt_state, done
         x_adv = jnp.where(done[:, None, None, None], x_adv, moved)
         return x_adv, opt_state, done | is_adversarial(logits_fn(x_adv), y, targeted)
 
     def body(i, carry):
+        if not early_stop:
+            return step(i, carry)
         # Once every example is broken (early stopping), skip the remaining steps' queries.
         return jax.lax.cond(jnp.all(carry[2]), lambda c: c, lambda c: step(i, c), carry)
 
@@ -145,19 +154,23 @@ def spsa(
     steps: int = 100,
     step_size: Any = 0.01,
     perturbation_size: Any = 0.01,
-    num_samples: int = 128,
-    samples_per_batch: int | None = None,
+    num_pairs: int = 64,
+    pairs_per_batch: int | None = None,
     loss: str = "margin",
     targeted: bool = False,
     random_start: bool = True,
+    early_stop: bool = True,
     key: jax.Array | None = None,
     unroll: bool | int | None = _DEFAULT_UNROLL,
     validate: bool = True,
+    num_samples: int | None = None,
+    samples_per_batch: int | None = None,
 ) -> jax.Array:
-    """SPSA (Uesato et al., ICML 2018): gradient-free, 2 * num_samples queries per step.
+    """SPSA (Uesato et al., ICML 2018): gradient-free, 2 * num_pairs queries per step.
 
-    Defaults: the paper's and cleverhans' (delta 0.01, Adam learning rate 0.01, 128 samples,
-    margin loss); the paper's evaluations ran 100 to a few hundred steps.
+    Defaults: the paper's and cleverhans' (delta 0.01, Adam learning rate 0.01, 128 queries
+    per step = 64 +/- pairs, margin loss); the paper's evaluations ran 100 to a few hundred
+    steps.
 
     Args:
       logits_fn: `(B, H, W, C) images -> (B, K) logits` for any batch size B; only its values
@@ -169,20 +182,32 @@ def spsa(
       steps: Adam steps (static).
       step_size: Adam learning rate (cleverhans' `learning_rate`), traced.
       perturbation_size: delta, the finite-difference step, traced.
-      num_samples: random directions per gradient estimate (static).
-      samples_per_batch: directions evaluated per model call (memory knob); must divide
-        num_samples; None: all at once.
+      num_pairs: random directions per gradient estimate, each queried at x +- delta v
+        (static): 2 * num_pairs queries per step. cleverhans' `spsa_samples` counts queries
+        (its 128 is num_pairs=64).
+      pairs_per_batch: directions evaluated per model call (memory knob); must divide
+        num_pairs; None: all at once.
       loss: "margin" (logit difference) or "ce".
       targeted: move towards the classes `y`.
       random_start: start from a uniformly random point of the ball (the reference does).
+      early_stop: freeze each example at its first misclassified iterate and skip the steps
+        once all are (capjax's default); False runs every step and returns the last
+        iterate, as cleverhans does by default.
       key: `jax.random` key, or (N,) keys, one per example.
       unroll: loop unrolling, see `attack_loop` (default 1: a rolled loop).
       validate: check input values (outside jit).
+      num_samples, samples_per_batch: the former names of num_pairs and pairs_per_batch;
+        passing them raises, since "samples" read as queries counts half as many pairs.
 
     Returns:
       (N, H, W, C) x_adv within the threat model, same dtype as x: the first successful
-      iterate per example, else the last one.
+      iterate per example (early_stop), else the last one.
     """
+    if num_samples is not None or samples_per_batch is not None:
+        raise ValueError(
+            "spsa's num_samples / samples_per_batch are now num_pairs / pairs_per_batch: "
+            "each pair is 2 queries (cleverhans' spsa_samples=128 is num_pairs=64)."
+        )
     key = require_key(key, "SPSA")
     check_attack_inputs(
         x,
@@ -195,12 +220,10 @@ def spsa(
         losses=("margin", "ce"),
         validate=validate,
     )
-    samples_per_batch = num_samples if samples_per_batch is None else samples_per_batch
-    check_count(num_samples=num_samples, samples_per_batch=samples_per_batch)
-    if num_samples % samples_per_batch:
-        raise ValueError(
-            f"samples_per_batch={samples_per_batch} must divide num_samples={num_samples}."
-        )
+    pairs_per_batch = num_pairs if pairs_per_batch is None else pairs_per_batch
+    check_count(num_pairs=num_pairs, pairs_per_batch=pairs_per_batch)
+    if num_pairs % pairs_per_batch:
+        raise ValueError(f"pairs_per_batch={pairs_per_batch} must divide num_pairs={num_pairs}.")
     check_nonnegative(validate, step_size=step_size, perturbation_size=perturbation_size)
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, step_size, perturbation_size = (
@@ -218,11 +241,12 @@ def spsa(
         example_keys(key, x.shape[0]),
         norm=norm,
         steps=steps,
-        num_samples=num_samples,
-        samples_per_batch=samples_per_batch,
+        num_pairs=num_pairs,
+        pairs_per_batch=pairs_per_batch,
         loss=loss,
         targeted=targeted,
         random_start=random_start,
+        early_stop=early_stop,
         unroll=unroll,
     )
 

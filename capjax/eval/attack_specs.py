@@ -184,7 +184,7 @@ def _check_values(name: str, given: Mapping[str, Any]) -> None:
                 f"Attack {name!r}: eps={eps} is above 1, but images are on the [0, 1] scale; "
                 f"did you mean {eps:g}/255 = {eps / 255:.6f}?"
             )
-    for field in ("steps", "restarts", "binary_search_steps", "num_samples"):
+    for field in ("steps", "restarts", "binary_search_steps", "num_pairs"):
         value = given.get(field)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, numbers.Integral)

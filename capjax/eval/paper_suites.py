@@ -10,7 +10,7 @@ Settings not printed in the papers follow the sources named in `papers/README.md
   al.'s CIFAR-10 setting, which the paper's PGD_7 follows for its AT baseline); MI-FGSM 20
   steps of eps/20 with decay 1; CW-L2 as CAFD's scripts (100 steps, 4 searches); SPSA and
   Square with the budgets of Section IV-C where given (the SPSA batch of 2,048 read as
-  queries, as cleverhans counts them: 1,024 +/- pairs, capjax's `num_samples`; Square's
+  queries, as cleverhans counts them: 1,024 +/- pairs, capjax's `num_pairs`; Square's
   1,000 queries are not in the paper). `paper_match.SUITE_NOTES` says so in every report.
 - CAFD: the authors' attack scripts: PGD 40 steps of 0.01, DDN 100 steps, STA 100 steps
   (capjax's stAdv optimises with Adam, not L-BFGS), AutoAttack standard, TI-DIM with the
@@ -111,7 +111,7 @@ def capgan_table(table: str, defense: str = "capgan", *, cw: bool = True) -> dic
     return rows
 
 
-def capgan_table2(defense: str = "capgan", *, spsa_samples: int = 1024) -> dict[str, dict]:
+def capgan_table2(defense: str = "capgan", *, spsa_pairs: int = 1024) -> dict[str, dict]:
     """CAP-GAN's Table II: SPSA, Square with 1 and 5 restarts, BPDA-I-40 (eps 8/255)."""
     table = "capgan_table2"
     specs = [
@@ -119,7 +119,7 @@ def capgan_table2(defense: str = "capgan", *, spsa_samples: int = 1024) -> dict[
             "score_based",
             "spsa",
             "SPSA",
-            {"name": "spsa", "eps": EPS, "steps": 100, "num_samples": spsa_samples},
+            {"name": "spsa", "eps": EPS, "steps": 100, "num_pairs": spsa_pairs},
         ),
         (
             "score_based",

@@ -110,3 +110,31 @@ def test_deterministic_without_restarts(clf):
 def test_bad_inputs_raise(clf, kwargs, message):
     with pytest.raises(ValueError, match=message):
         fab(clf.logits_fn, clf.x, clf.y, **{"eps": EPS, **kwargs})
+
+
+def test_eps_rule_reference_counts_only_points_within_eps():
+    """One FAB step on a linear model lands at eta = 1.05 times the minimal distance d*.
+    With eps = 1.02 d*, fra31/auto-attack's rule (the default) does not count the example
+    as broken; the "project" rule clips that point into the ball, still adversarial."""
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.choice([-1.0, 1.0], size=(4, 4, 3)), jnp.float32)
+    d_star = 0.02  # L-inf distance to the boundary from x = 0.5 everywhere
+    bias = d_star * float(jnp.abs(w).sum())
+
+    def logits_fn(x):
+        score = jnp.sum((x - 0.5) * w, axis=(1, 2, 3)) - bias
+        return jnp.stack([jnp.zeros_like(score), score], axis=-1)
+
+    x = jnp.full((2, 4, 4, 3), 0.5, jnp.float32)
+    y = jnp.zeros((2,), jnp.int32)
+    kwargs = dict(eps=1.02 * d_star, steps=1, targeted=False, unroll=1)
+    reference = fab(logits_fn, x, y, **kwargs)
+    projected = fab(logits_fn, x, y, eps_rule="project", **kwargs)
+    assert accuracy(logits_fn, reference, y) == 1.0
+    assert accuracy(logits_fn, projected, y) == 0.0
+    assert_in_threat_model(projected, x, 1.02 * d_star, "linf")
+    # with eps above the point found, both rules count it
+    wide = fab(logits_fn, x, y, **dict(kwargs, eps=1.1 * d_star))
+    assert accuracy(logits_fn, wide, y) == 0.0
+    with pytest.raises(ValueError, match="eps_rule"):
+        fab(logits_fn, x, y, eps_rule="nearest", **kwargs)

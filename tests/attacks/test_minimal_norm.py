@@ -17,7 +17,8 @@ import pytest
 from capjax.attacks.minimal_norm import cw_l2, ddn
 
 LINF_8_AS_L2 = 8 / 255 * np.sqrt(32 * 32 * 3)
-CW_SETTINGS = dict(steps=30, binary_search_steps=2)
+# Without abort-early: its 10 checks every 3 steps would stop a 30-step round on noise.
+CW_SETTINGS = dict(steps=30, binary_search_steps=2, abort_early=False)
 DDN_SETTINGS = dict(steps=30)
 
 
@@ -130,3 +131,26 @@ def test_bad_inputs_raise_clear_errors(trained_classifier, attack, overrides, ma
     y = overrides.pop("y", lambda y: y)(trained_classifier.y[:4])
     with pytest.raises(ValueError, match=match):
         attack(trained_classifier.logits_fn, x, y, **overrides)
+
+
+def test_cw_abort_early_stops_a_stalled_round_and_keeps_successes():
+    """A linear model: the loss falls, abort-early changes nothing and every example is
+    fooled. A constant model: the loss never moves, the round stops, x comes back."""
+    from capjax.attacks.minimal_norm import CW_L2_PRESETS
+
+    w = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 10)) * 0.05
+    linear = lambda x: x.reshape(x.shape[0], -1) @ w
+    x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 3))
+    y = jnp.argmax(linear(x), -1)
+    settings = dict(steps=50, binary_search_steps=2, learning_rate=0.05)
+    with_abort = cw_l2(linear, x, y, abort_early=True, **settings)
+    assert np.all(predictions_of(linear, with_abort) != np.asarray(y))
+    constant = lambda x: jnp.zeros((x.shape[0], 10)).at[:, 0].set(1.0) + 0.0 * x.sum()
+    same = cw_l2(constant, x, jnp.zeros(8, jnp.int32), abort_early=True, **settings)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(x))
+    assert set(CW_L2_PRESETS) == {"cafd_paper", "carlini", "torchattacks"}
+    assert CW_L2_PRESETS["cafd_paper"]["steps"] == 100
+
+
+def predictions_of(logits_fn, x_adv) -> np.ndarray:
+    return np.asarray(jnp.argmax(logits_fn(x_adv), -1))

@@ -85,8 +85,10 @@ def _sphere_start(keys: jax.Array, x: jax.Array, eps: Any, norm: str) -> jax.Arr
 def _evaluator(
     logits_fn: Callable, randomized: bool, eot_iter: int, model_key: jax.Array | None
 ) -> Callable:
-    """`evaluate(objective, z, i) -> (values, logits, grad)`, averaged over `eot_iter` draws
-    of a randomized model's randomness (EOT), drawn afresh at every iteration i."""
+    """`evaluate(objective, z, i) -> (values, logits, grad)`; for a randomized model the
+    gradient is averaged over `eot_iter` draws of its randomness (EOT), drawn afresh at every
+    iteration i, and the values and logits (success, best point) are the last draw's, as in
+    fra31/auto-attack's APGD."""
 
     def once(objective, z, key):
         call = (lambda q: logits_fn(q, key)) if randomized else logits_fn
@@ -101,11 +103,15 @@ def _evaluator(
         if not randomized:
             return once(objective, z, None)
         keys = jax.random.split(jax.random.fold_in(model_key, i), eot_iter)
-        total = once(objective, z, keys[0])
+        values, logits, grad = once(objective, z, keys[0])
+
+        def add(j, acc):
+            values, logits, grad = once(objective, z, keys[j])
+            return values, logits, acc[2] + grad
+
         if eot_iter > 1:
-            add = lambda j, acc: jax.tree.map(jnp.add, acc, once(objective, z, keys[j]))  # noqa: E731
-            total = jax.lax.fori_loop(1, eot_iter, add, total)
-        return jax.tree.map(lambda a: a / eot_iter, total)
+            values, logits, grad = jax.lax.fori_loop(1, eot_iter, add, (values, logits, grad))
+        return values, logits, grad / eot_iter
 
     return evaluate
 
@@ -276,7 +282,10 @@ def _apgd(
         return _apgd_run(evaluate, objective, succeeded, xs, x_start, eps, rho, norm, steps, unroll)
 
     best = best_of_runs(run, runs, x.shape[0], parallel_runs)
-    x_adv = jnp.where(_per_example(clean_success, x.ndim), x, best.x_adv)
+    keep_x = clean_success
+    if randomized:  # the reference returns x where no draw was ever fooled
+        keep_x = keep_x | ~best.success
+    x_adv = jnp.where(_per_example(keep_x, x.ndim), x, best.x_adv)
     return project(x_adv, x, eps, norm)
 
 
@@ -362,8 +371,10 @@ def apgd(
       key: `jax.random` key for the random starts, or (N,) keys, one per example.
       rho: fraction of loss-increasing steps below which the step size is halved.
       eot_iter: gradients averaged per step over this many draws (EOT; AutoAttack's "rand"
-        version uses 20), only with `randomized=True`.
-      randomized: `logits_fn` takes a key as second argument.
+        version uses 20), only with `randomized=True`; success and the best point are read
+        off the last draw, as in fra31/auto-attack.
+      randomized: `logits_fn` takes a key as second argument; as in the reference, an
+        example never fooled comes back as x (not as its highest-loss point).
       unroll: loop unrolling, see `attack_loop` (None: `default_unroll(steps)`).
       parallel_runs: run all restarts as one batch (None: on CPU only), see `best_of_runs`.
       validate: check input values (outside jit).
@@ -371,7 +382,7 @@ def apgd(
     Returns:
       (N, H, W, C) x_adv, same dtype as x, with |x_adv - x|_p <= eps and x_adv in [0, 1]:
       per example the latest successful iterate of its first successful run, else its
-      highest-loss point; x itself where x already succeeds.
+      highest-loss point (x with `randomized=True`); x itself where x already succeeds.
     """
     keys, _ = _prepare(
         logits_fn,

@@ -182,3 +182,15 @@ def test_bad_inputs_raise(clf, change, message):
 def test_apgd_t_rejects_too_many_targets(clf):
     with pytest.raises(ValueError, match="num_target_classes"):
         apgd_t(clf.logits_fn, clf.x, clf.y, eps=EPS, num_target_classes=10, key=jax.random.key(0))
+
+
+def test_randomized_never_fooled_returns_x_as_the_reference(clf):
+    """fra31/auto-attack's APGD returns x where no draw was fooled; the deterministic
+    version returns its highest-loss point (here the random start: the loss is flat)."""
+    x, y = clf.x[:8], jnp.zeros((8,), jnp.int32)
+    flat = lambda z: jnp.zeros((z.shape[0], 10)).at[:, 0].set(5.0) + 0.0 * z.sum()  # noqa: E731
+    kwargs = dict(eps=EPS, steps=3, key=jax.random.key(0))
+    rand = apgd(lambda z, key: flat(z), x, y, randomized=True, eot_iter=2, **kwargs)
+    np.testing.assert_array_equal(np.asarray(rand), np.asarray(x))
+    plain = apgd(flat, x, y, **kwargs)
+    assert float(jnp.abs(plain - x).max()) > 0

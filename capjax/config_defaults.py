@@ -258,6 +258,9 @@ def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
                     "num_blocks": 4,
                     "stem_kernel": 7,
                     "residual": False,  # True: T starts as the identity (capjax's option)
+                    # gamma/beta from pooled features (U-GAT-IT's --light; capjax's default);
+                    # False: U-GAT-IT's default MLP on the flattened map.
+                    "light": True,
                 },
                 "discriminator": {"base_width": 64, "scales": [3, 2], "spectral_norm": True},
                 "loss": {

@@ -6,8 +6,10 @@ domain classifier eta, attention map M, decoder G or convolutional classifier) b
 layout. The layout below follows the public facts of the U-GAT-IT authors' code
 (znxlwm/UGATIT-pytorch, see `papers/README.md`), scaled to 32x32 inputs by configurable
 attributes: 64 base channels, 4 residual blocks, AdaILN with a `rho` the trainer clips to
-[0, 1], a "light" gamma/beta MLP, and a global plus a local spectrally normalised
-discriminator per domain.
+[0, 1], and a global plus a local spectrally normalised discriminator per domain. The
+gamma/beta MLP is capjax's default `light=True` (U-GAT-IT's `--light` option, on pooled
+features); U-GAT-IT's own default is the full MLP on the flattened map (`light=False`,
+config field `capgan.generator.light`).
 
 The attention is the paper's M = sum_k w^k * psi(E^k): eta is a bias-free Dense layer on the
 globally average-pooled (`gap_fc`) and max-pooled (`gmp_fc`) encoder features, and each
@@ -231,8 +233,9 @@ class AttentionGenerator(nn.Module):
         base_width * 2**num_downsamples.
       num_downsamples: stride-2 convs; 2 maps 32x32 images to 8x8 features.
       num_blocks: residual blocks in the encoder and AdaILN blocks in the decoder.
-      light: compute gamma/beta from globally average-pooled attended features (U-GAT-IT
-        "light"); otherwise from the flattened map, which ties the params to the input size.
+      light: compute gamma/beta from globally average-pooled attended features (U-GAT-IT's
+        `--light` option, capjax's default); False: from the flattened map, as U-GAT-IT does
+        by default, which ties the parameters to the input size.
       stem_kernel: kernel size of the first and the last convolution (U-GAT-IT: 7). On
         XLA:CPU a 7x7 convolution with 3 channels at full resolution is the slowest layer by
         far (measured: forward + backward of the generator at base width 8, batch 64, was

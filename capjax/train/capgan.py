@@ -54,6 +54,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
             num_blocks=c.generator.num_blocks,
             stem_kernel=c.generator.stem_kernel,
             residual=c.generator.residual,
+            light=c.generator.get("light", True),
             dtype=dtype,
         ),
         discriminator=MultiScaleDiscriminator(

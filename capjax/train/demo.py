@@ -143,7 +143,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             workdir=os.path.join(workdir, f"eval_{name}"),
             seed=config.seed,
             mesh=mesh,
-            title=f"demo: {defense.name}",
+            title=f"{config.get('title') or DEFAULT_TITLE}: {defense.name}",
             figure_extra=extra,
             rows=defense_rows,
             adversarial_store=adversarial_store,

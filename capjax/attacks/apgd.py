@@ -250,7 +250,7 @@ def _apgd(
     eot_iter: int,
     randomized: bool,
     unroll: bool | int | None,
-    parallel_runs: bool | None,
+    parallel_runs: bool | int | None,
 ) -> jax.Array:
     """mode: "untargeted" (y true labels), "targeted" (y targets) or "top-k" (APGD-T)."""
     if randomized:
@@ -348,7 +348,7 @@ def apgd(
     eot_iter: int = 1,
     randomized: bool = False,
     unroll: bool | int | None = None,
-    parallel_runs: bool | None = None,
+    parallel_runs: bool | int | None = None,
     validate: bool = True,
 ) -> jax.Array:
     """APGD (Croce & Hein, ICML 2020): step-size-free PGD with momentum, L-inf or L2.
@@ -376,7 +376,8 @@ def apgd(
       randomized: `logits_fn` takes a key as second argument; as in the reference, an
         example never fooled comes back as x (not as its highest-loss point).
       unroll: loop unrolling, see `attack_loop` (None: `default_unroll(steps)`).
-      parallel_runs: run all restarts as one batch (None: on CPU only), see `best_of_runs`.
+      parallel_runs: restarts batched at once: None/False one at a time (memory bounded by
+        the batch), True all, k k at a time; see `best_of_runs`.
       validate: check input values (outside jit).
 
     Returns:
@@ -438,7 +439,7 @@ def apgd_t(
     eot_iter: int = 1,
     randomized: bool = False,
     unroll: bool | int | None = None,
-    parallel_runs: bool | None = None,
+    parallel_runs: bool | int | None = None,
     validate: bool = True,
 ) -> jax.Array:
     """APGD-T (Croce & Hein, ICML 2020): APGD on the targeted DLR loss, one run per target.

@@ -245,7 +245,7 @@ def _fab(
     num_target_classes: int,
     restarts: int,
     unroll: bool | int | None,
-    parallel_runs: bool | None,
+    parallel_runs: bool | int | None,
     eps_rule: str,
 ) -> jax.Array:
     clean_logits = logits_fn(x)
@@ -297,7 +297,7 @@ def fab(
     eta: Any = 1.05,
     beta: Any = 0.9,
     unroll: bool | int | None = None,
-    parallel_runs: bool | None = None,
+    parallel_runs: bool | int | None = None,
     eps_rule: str = "minimal_norm",
     validate: bool = True,
 ) -> jax.Array:
@@ -321,7 +321,8 @@ def fab(
       key: `jax.random` key (or (N,) keys) for the random starts; needed when restarts > 1.
       alpha_max, eta, beta: the paper's maximal bias towards x, overshoot and backward step.
       unroll: loop unrolling, see `attack_loop`.
-      parallel_runs: run all targets and restarts as one batch (None: on CPU only).
+      parallel_runs: targets x restarts batched at once: None/False one at a time (memory
+        bounded by the batch), True all, k k at a time; see `best_of_runs`.
       eps_rule: when an example counts as broken: "minimal_norm" (fra31/auto-attack's rule:
         the smallest adversarial point found lies within eps) or "project" (that point,
         projected onto the eps-ball, is still misclassified; stronger than the reference).

@@ -295,7 +295,7 @@ def square(
     loss: str = "margin",
     rescale_schedule: bool = True,
     unroll: bool | int | None = _DEFAULT_UNROLL,
-    parallel_runs: bool | None = None,
+    parallel_runs: bool | int | None = None,
     validate: bool = True,
 ) -> jax.Array:
     """Square Attack (Andriushchenko et al., ECCV 2020): score-based, one query per step.
@@ -317,7 +317,8 @@ def square(
       loss: "margin" (CW margin) or "ce" (cross-entropy); success is judged by the margin.
       rescale_schedule: stretch the 10000-query p schedule to `steps` (False: AutoAttack).
       unroll: loop unrolling, see `attack_loop` (default 1: a rolled loop, see above).
-      parallel_runs: run all restarts as one batch (None: on CPU only).
+      parallel_runs: restarts batched at once: None/False one at a time, True all, k k at a
+        time; see `best_of_runs`.
       validate: check input values (outside jit).
 
     Returns:

@@ -104,7 +104,36 @@ def test_parallel_and_sequential_runs_agree(clf):
     kwargs = dict(eps=4 / 255, steps=3, num_target_classes=3, key=jax.random.key(0))
     a = apgd_t(clf.logits_fn, x, y, parallel_runs=True, **kwargs)
     b = apgd_t(clf.logits_fn, x, y, parallel_runs=False, **kwargs)
+    c = apgd_t(clf.logits_fn, x, y, parallel_runs=2, **kwargs)
     np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_memory_does_not_grow_with_targets(clf):
+    """By default APGD-T runs its targets one after another: the compiled program's
+    temporaries stay the same from 2 to 6 targets (all at once they grow with them)."""
+    x, y = clf.x[:16], clf.y[:16]
+
+    def temp_bytes(targets, parallel):
+        run = jax.jit(
+            lambda x, y: apgd_t(
+                clf.logits_fn,
+                x,
+                y,
+                eps=EPS,
+                steps=2,
+                num_target_classes=targets,
+                key=jax.random.key(0),
+                parallel_runs=parallel,
+            )  # fmt: skip
+        )
+        stats = run.lower(x, y).compile().memory_analysis()
+        if stats is None:
+            pytest.skip("no compiled memory analysis on this backend")
+        return stats.temp_size_in_bytes
+
+    assert temp_bytes(6, None) <= 1.1 * temp_bytes(2, None)
+    assert temp_bytes(6, True) >= 2 * temp_bytes(2, True)
 
 
 def test_randomized_model_with_eot(clf):

@@ -114,19 +114,6 @@ def mismatches(expected: Mapping[str, Any], facts: Mapping[str, Any]) -> list[st
     return out
 
 
-def capgan_setting(facts: Mapping[str, Any]) -> str | None:
-    """The CAP-GAN paper's row for a run's loss: "capgan" (Tables I-IV), a Table V or VI row
-    name (see `paper_suites.CAPGAN_ABLATIONS`), or None when the paper has no such model."""
-    from capjax.eval.paper_suites import CAPGAN_ABLATIONS
-
-    if not mismatches(CAPGAN_LOSS, facts):
-        return "capgan"
-    for name, (setting, _) in CAPGAN_ABLATIONS.items():
-        if not mismatches(setting, facts):
-            return name
-    return None
-
-
 def suite_setting(suite: str, defense: str = "") -> dict[str, Any]:
     """The setting of a paper suite's numbers (`paper_suites.SUITES`) for `defense`, or {}.
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from capjax.eval import paper_match
+
 EPS = 8 / 255
 
 
@@ -318,6 +320,17 @@ CAPGAN_ABLATIONS = {
 }
 
 
+def capgan_model(facts: dict[str, Any]) -> str | None:
+    """The CAP-GAN paper's model for a run's loss (`paper_match.run_facts`): "capgan"
+    (Tables I-IV), a `CAPGAN_ABLATIONS` name (Table V or VI), or None (no such model)."""
+    if not paper_match.mismatches(paper_match.CAPGAN_LOSS, facts):
+        return "capgan"
+    for name, (setting, _) in CAPGAN_ABLATIONS.items():
+        if not paper_match.mismatches(setting, facts):
+            return name
+    return None
+
+
 def _reference(suites: str, defense: str) -> dict[str, tuple[str, dict]]:
     """{row id: (suite, reference row)} of the named paper suites for `defense`."""
     reference: dict[str, tuple[str, dict]] = {}
@@ -345,14 +358,12 @@ def attach_paper_numbers(
     Returns:
       (rows, notes): notes are sentences for report.md.
     """
-    from capjax.eval import paper_match
-
     notes: list[str] = []
     key = defense
     if defense == "cafd" and facts.get("loss_form") == "eq6":
         key = "cafd_eq6"  # CAFD' (Eq. 6) has its own row in CAFD's Table 1
         notes.append("Paper numbers: CAFD' (Eq. 6), the run's loss form.")
-    model = paper_match.capgan_setting(facts) if defense == "capgan" else "paper"
+    model = capgan_model(facts) if defense == "capgan" else "paper"
     reference = _reference(suites, key)
     blocked: dict[str, list[str]] = {}
     for row_id, row in rows.items():

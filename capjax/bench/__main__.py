@@ -16,6 +16,7 @@ BENCHMARKS = {
     "capgan": "CAP-GAN train-step time by part, and resize+conv against transposed conv",
     "compare": "capjax's PGD against torchattacks and foolbox on the same model",
     "feed": "input cost per training step: host-gathered batches against data kept on device",
+    "kit": "every GPU figure in one command (--quick: the same steps at CPU-test sizes)",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -125,10 +126,27 @@ def compile_timed(fn: Callable, args: tuple) -> tuple[Any, float]:
     return compiled, time.perf_counter() - start
 
 
+# Tables printed while `recording_tables` is active (the kit keeps them as JSON).
+_RECORDED: list[list[dict[str, Any]]] | None = None
+
+
+@contextlib.contextmanager
+def recording_tables():
+    """Within the block, every `print_table` call also appends its rows to the yielded list."""
+    global _RECORDED
+    previous, _RECORDED = _RECORDED, []
+    try:
+        yield _RECORDED
+    finally:
+        _RECORDED = previous
+
+
 def print_table(rows: Sequence[dict[str, Any]]) -> None:
     """Prints dict rows as an aligned Markdown table (columns from the first row)."""
     if not rows:
         return
+    if _RECORDED is not None:
+        _RECORDED.append([{k: str(v) for k, v in row.items()} for row in rows])
     columns = list(rows[0])
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
     print("| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |")

@@ -25,6 +25,7 @@ from capjax.attacks.feature import (
 )
 from capjax.attacks.gradient import fgsm, mifgsm, pgd, ti_dim
 from capjax.attacks.minimal_norm import cw_l2, ddn
+from capjax.attacks.model_fn import flax_logits_fn
 from capjax.attacks.spatial import flow_warp, stadv
 from capjax.attacks.spsa import spsa
 from capjax.attacks.square import square
@@ -46,6 +47,7 @@ __all__ = [
     "fab",
     "feature_pgd",
     "fgsm",
+    "flax_logits_fn",
     "flow_warp",
     "mifgsm",
     "pgd",

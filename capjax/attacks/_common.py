@@ -28,6 +28,18 @@ def is_traced(value: Any) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def as_pytree_fn(fn: Callable) -> jax.tree_util.Partial:
+    """The model callable as a pytree that a jitted attack takes as an ordinary argument.
+
+    A `jax.tree_util.Partial` (such as `flax_logits_fn`'s) is passed as is: its bound arrays
+    (the model's variables) become traced arguments, so a new Partial of the same function
+    with other weights reuses the compiled program, and the weights are not baked into it as
+    constants. Any other callable becomes a Partial with no arguments, keyed by the callable
+    itself, as a static argument is: a new lambda each call compiles again.
+    """
+    return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
+
+
 def check_attack_inputs(
     x: jax.Array,
     y: jax.Array | None = None,

@@ -26,6 +26,7 @@ import numpy as np
 
 from capjax.attacks._common import (
     RunResult,
+    as_pytree_fn,
     attack_loop,
     attack_objective,
     best_of_runs,
@@ -220,7 +221,6 @@ def _apgd_run(
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "logits_fn",
         "norm",
         "steps",
         "loss",
@@ -405,7 +405,7 @@ def apgd(
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
     return _apgd(
-        logits_fn,
+        as_pytree_fn(logits_fn),
         x,
         y,
         eps,
@@ -485,7 +485,7 @@ def apgd_t(
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
     return _apgd(
-        logits_fn,
+        as_pytree_fn(logits_fn),
         x,
         y,
         eps,

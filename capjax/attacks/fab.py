@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from capjax.attacks._common import (
     RunResult,
+    as_pytree_fn,
     attack_loop,
     best_of_runs,
     check_attack_inputs,
@@ -218,7 +219,6 @@ def _random_start(keys: jax.Array, x: jax.Array, radius: Any, norm: str) -> jax.
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "logits_fn",
         "norm",
         "steps",
         "targeted",
@@ -358,7 +358,7 @@ def fab(
         jnp.asarray(beta, jnp.float32),
     )
     return _fab(
-        logits_fn,
+        as_pytree_fn(logits_fn),
         x,
         y,
         eps,

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from capjax.attacks._common import (
+    as_pytree_fn,
     attack_loop,
     attack_objective,
     check_attack_inputs,
@@ -77,7 +78,6 @@ def _estimate_gradient(objective, x_adv, labels, keys, delta, num_pairs, pairs_p
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "logits_fn",
         "norm",
         "steps",
         "num_pairs",
@@ -232,7 +232,7 @@ def spsa(
         jnp.asarray(perturbation_size, jnp.float32),
     )
     return _spsa(
-        logits_fn,
+        as_pytree_fn(logits_fn),
         x,
         y,
         eps,

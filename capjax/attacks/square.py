@@ -30,6 +30,7 @@ import numpy as np
 
 from capjax.attacks._common import (
     RunResult,
+    as_pytree_fn,
     attack_loop,
     attack_objective,
     best_of_runs,
@@ -228,7 +229,6 @@ def _square_run(
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "logits_fn",
         "norm",
         "steps",
         "loss",
@@ -344,7 +344,7 @@ def square(
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, p_init = jnp.asarray(eps, jnp.float32), jnp.asarray(p_init, jnp.float32)
     return _square(
-        logits_fn,
+        as_pytree_fn(logits_fn),
         x,
         y,
         eps,

@@ -41,6 +41,7 @@ import numpy as np
 
 import capjax.attacks
 from capjax.attacks._common import cross_entropy
+from capjax.bench.models import bench_classifier
 from capjax.bench.report import (
     batch_partitions,
     bf16_peak_flops,
@@ -51,7 +52,6 @@ from capjax.bench.report import (
     print_table,
     spread_over_devices,
 )
-from capjax.models import get_classifier
 
 DEFAULT_ATTACKS = "fgsm,pgd10,mifgsm10,cw_l2,ddn"
 # Required options nobody set: the L-inf CIFAR threat model.
@@ -238,7 +238,7 @@ def run(argv: list[str]) -> None:
     functions = attack_functions()
     specs = [parse_attack(s.strip(), functions) for s in args.attacks.split(",") if s.strip()]
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
-    model = get_classifier(args.model, num_classes=args.num_classes, dtype=dtype)
+    model = bench_classifier(args.model, num_classes=args.num_classes, dtype=dtype)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(0, 1, (args.batch, 32, 32, 3)).astype(np.float32))
     y = jnp.asarray(rng.integers(0, args.num_classes, args.batch).astype(np.int32))

@@ -53,6 +53,10 @@ missing one is skipped with the line that installs it.
 
     python -m capjax.bench compare --model tiny --batch 128
     python -m capjax.bench compare --model tiny,resnet18 --batch 32 --steps 10 --repeats 3
+    python -m capjax.bench compare --attack autoattack --model maxpool_cnn --batch 500
+
+`--attack autoattack` times AutoAttack standard against torchattacks' instead
+(`capjax.bench.compare_autoattack`).
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ import numpy as np
 from capjax.attacks import pgd
 from capjax.attacks._common import cross_entropy
 from capjax.bench.attacks import gradient_baseline, peak_fraction
+from capjax.bench.compare_autoattack import bench_autoattack
+from capjax.bench.models import bench_classifier
 from capjax.bench.report import (
     Timing,
     batch_partitions,
@@ -86,14 +92,11 @@ from capjax.bench.report import (
     spread_over_devices,
 )
 from capjax.cpu_devices import without_multithreaded_convolutions
-from capjax.models import get_classifier
 
 EPS = 8 / 255
 STEP_SIZE = 2 / 255
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
-# Largest |logits_flax - logits_torch| accepted, relative to max(1, max |logits|).
-TWIN_TOLERANCE = 1e-4
 # Pixels closer than this count as the same step (float32 rounding is ~6e-8 at 1.0; a sign
 # disagreement moves a pixel by 2 * step_size, about 1.6e-2).
 SAME_PIXEL = 1e-6
@@ -120,9 +123,29 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default="tiny",
-        help="comma-separated classifiers; torchattacks needs a twin: tiny, resnet18, resnet34",
+        help="comma-separated classifiers; torchattacks needs a twin: tiny, resnet18, "
+        "resnet34, maxpool_cnn (a user-style CNN with nn.max_pool, capjax.bench.models)",
     )
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument(
+        "--attack",
+        default="pgd",
+        choices=("pgd", "autoattack"),
+        help="pgd: PGD-k at eps 8/255 (below); autoattack: AutoAttack standard at --eps "
+        "(capjax.bench.compare_autoattack)",
+    )
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=0.25,
+        help="AutoAttack's L-inf radius in units of 1/255 (random models need a small one)",
+    )
+    parser.add_argument(
+        "--skip-closure",
+        action="store_true",
+        help="autoattack: leave out the row of capjax called with a new closure per call "
+        "(it compiles on every call)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps k")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per library")
     parser.add_argument(
@@ -212,7 +235,7 @@ def build_model(name: str, num_classes: int, batch: int, dtype: Any = jnp.float3
     logits so that the classes vary across images and PGD breaks some of them, which gives
     the success rates something to compare.
     """
-    model = get_classifier(
+    model = bench_classifier(
         name, num_classes=num_classes, mean=CIFAR10_MEAN, std=CIFAR10_STD, dtype=dtype
     )
     rng = np.random.default_rng(0)
@@ -253,26 +276,10 @@ def torchattacks_call(
     The twin is checked in float32 against the Flax model computing in float32, and raises
     SystemExit if their logits differ: timing a different function would be meaningless. With
     dtype "bfloat16" the attack then runs under `torch.autocast(bfloat16)`."""
-    from capjax.bench.torch_twins import torch_twin
+    from capjax.bench.torch_twins import checked_twin
 
     torch = mods.torch
-    device = torch_device(torch)
-    model = model.clone(dtype=jnp.float32)
-    twin = torch_twin(model, variables).to(device)
-    check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
-    check = check.astype(np.float32)
-    flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
-    with torch.no_grad():
-        check_nchw = torch.from_numpy(check.transpose(0, 3, 1, 2).copy()).to(device)
-        torch_logits = twin(check_nchw).cpu().numpy()
-    diff = float(np.max(np.abs(flax_logits - torch_logits)))
-    scale = float(np.max(np.abs(flax_logits)))
-    line = (
-        f"torch twin: max |logits_flax - logits_torch| = {diff:.2e} on {check.shape[0]} random "
-        f"images (max |logit| {scale:.2f}; tolerance {TWIN_TOLERANCE:g} x max(1, that))"
-    )
-    if not diff <= TWIN_TOLERANCE * max(1.0, scale):
-        raise SystemExit(line + ": the PyTorch twin does not match; nothing timed.")
+    twin, device, line = checked_twin(torch, model, variables, x, torch_device(torch))
     images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
     labels = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
     attack = mods.torchattacks.PGD(twin, eps=EPS, alpha=STEP_SIZE, steps=steps, random_start=False)
@@ -515,7 +522,23 @@ def run(argv: list[str]) -> None:
         else:
             print(f"torch {torch.__version__}: CPU, {torch.get_num_threads()} threads by default")
     for name in args.models:
-        bench_model(name, args, peers)
+        if args.attack == "autoattack":
+            model, variables, x, y = build_model(
+                name, args.num_classes, args.batch, DTYPES[args.dtype]
+            )
+            bench_autoattack(
+                name,
+                model,
+                variables,
+                x,
+                y,
+                args.eps,
+                peers,
+                torch_device,
+                closure_row=not args.skip_closure,
+            )
+        else:
+            bench_model(name, args, peers)
 
 
 if __name__ == "__main__":  # the --foolbox-child process: JAX's defaults, no capjax set-up

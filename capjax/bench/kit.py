@@ -3,10 +3,11 @@
     python -m capjax.bench kit --out bench_kit            # on the GPU
     python -m capjax.bench kit --quick --out /tmp/kit     # the same steps at CPU-test sizes
 
-Runs capjax's benchmarks one after another at the sizes issue #17 asks for, then writes
-`<out>/kit.md` (each step's command, wall time and printed tables) and `<out>/kit.json`
-({step: {"command", "what", "seconds", "tables", "output", "error"}}: the tables as lists of
-rows, exactly as printed). A step that fails is recorded with its error, and the kit goes
+Runs capjax's benchmarks one after another at the sizes issue #17 asks for, and after each
+step (re)writes `<out>/kit.md` (each step's command, wall time and printed tables) and
+`<out>/kit.json` ({step: {"command", "what", "seconds", "tables", "output", "error"}}: the
+tables as lists of rows, exactly as printed), so a kit stopped at a time limit keeps the
+steps it finished. A step that fails is recorded with its error, and the kit goes
 on to the next step. The first step's tables on a GPU also name the device and its bf16
 peak. `--only` picks steps by name.
 
@@ -149,20 +150,26 @@ def markdown(results: dict[str, dict[str, Any]], device: str, quick: bool) -> st
     return "\n".join(lines)
 
 
+def write(out: str, results: dict[str, dict[str, Any]], device: str, quick: bool) -> None:
+    """Writes kit.json and kit.md for the steps done so far."""
+    os.makedirs(out, exist_ok=True)
+    payload = {"device": device, "quick": quick, "steps": results}
+    with open(os.path.join(out, "kit.json"), "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+    with open(os.path.join(out, "kit.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(results, device, quick))
+
+
 def run(argv: list[str]) -> None:
     args = parse(argv)
     by_name = {s.name: s for s in STEPS}
+    device = report.describe_device()
     results = {}
     for name in args.steps:
         print(f"[kit] {name} ...", flush=True)
         results[name] = run_step(by_name[name], args.quick)
         status = "failed" if results[name]["error"] else "done"
         print(f"[kit] {name} {status} in {results[name]['seconds']:.1f} s", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    device = report.describe_device()
-    payload = {"device": device, "quick": args.quick, "steps": results}
-    with open(os.path.join(args.out, "kit.json"), "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-    with open(os.path.join(args.out, "kit.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(results, device, args.quick))
+        # After every step, so that a kit stopped at a lease's time limit keeps what it did.
+        write(args.out, results, device, args.quick)
     print(f"[kit] wrote {args.out}/kit.md and kit.json")

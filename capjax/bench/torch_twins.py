@@ -6,9 +6,10 @@ input normalisation, same padding, same layers, with the parameters and batch st
 copied across (Flax NHWC/HWIO -> PyTorch NCHW/OIHW, Dense (in, out) -> Linear (out, in)).
 The twin takes (N, C, H, W) float32 images in [0, 1].
 
-Supported: `TinyCNN` (the "tiny" model) and `ResNet` with `BasicBlock` (resnet18, resnet34),
-float32 only. PyTorch is imported lazily: capjax itself never needs it, and this module is
-only imported by the compare benchmark (install with `pip install -e .[bench]`).
+Supported: `TinyCNN` (the "tiny" model), `ResNet` with `BasicBlock` (resnet18, resnet34) and
+the benchmarks' `MaxPoolCNN` ("maxpool_cnn", `capjax.bench.models`), float32 only. PyTorch
+is imported lazily: capjax itself never needs it, and this module is only imported by the
+compare benchmark (install with `pip install -e .[bench]`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from capjax.bench.models import MaxPoolCNN
 from capjax.models.resnet import BasicBlock, ResNet
 from capjax.models.tiny import TinyCNN
 
@@ -34,7 +36,7 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 def supported(model: Any) -> bool:
     """Whether `torch_twin` can mirror this Flax classifier."""
-    if isinstance(model, TinyCNN):
+    if isinstance(model, (TinyCNN, MaxPoolCNN)):
         return True
     return isinstance(model, ResNet) and model.block is BasicBlock
 
@@ -51,8 +53,8 @@ def torch_twin(model: Any, variables: Mapping[str, Any]):
     """
     if not supported(model):
         raise ValueError(
-            f"no PyTorch twin for {type(model).__name__}; supported: TinyCNN ('tiny') and "
-            "ResNet with BasicBlock ('resnet18', 'resnet34')."
+            f"no PyTorch twin for {type(model).__name__}; supported: TinyCNN ('tiny'), "
+            "ResNet with BasicBlock ('resnet18', 'resnet34') and MaxPoolCNN ('maxpool_cnn')."
         )
     if jnp.dtype(model.dtype) != jnp.float32:
         raise ValueError(f"PyTorch twins are float32 only, got dtype={model.dtype}.")
@@ -61,9 +63,42 @@ def torch_twin(model: Any, variables: Mapping[str, Any]):
     stats = variables.get("batch_stats", {})
     if isinstance(model, TinyCNN):
         twin = modules.TinyCNN(model, params, stats)
+    elif isinstance(model, MaxPoolCNN):
+        twin = modules.MaxPoolCNN(model, params)
     else:
         twin = modules.ResNet(model, params, stats)
     return twin.eval()
+
+
+# Largest |logits_flax - logits_torch| accepted, relative to max(1, max |logits|).
+TWIN_TOLERANCE = 1e-4
+
+
+def checked_twin(torch, model: Any, variables: Mapping[str, Any], x, device: str):
+    """(twin on `device`, device, a line saying how closely it matches) for a float32 copy of
+    `model`, checked on up to 32 random images against the Flax model.
+
+    Raises:
+      SystemExit: the logits differ by more than TWIN_TOLERANCE x max(1, max |logit|):
+        timing a different function would be meaningless.
+    """
+    model = model.clone(dtype=jnp.float32)
+    twin = torch_twin(model, variables).to(device)
+    check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
+    check = check.astype(np.float32)
+    flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
+    with torch.no_grad():
+        check_nchw = torch.from_numpy(check.transpose(0, 3, 1, 2).copy()).to(device)
+        torch_logits = twin(check_nchw).cpu().numpy()
+    diff = float(np.max(np.abs(flax_logits - torch_logits)))
+    scale = float(np.max(np.abs(flax_logits)))
+    line = (
+        f"torch twin: max |logits_flax - logits_torch| = {diff:.2e} on {check.shape[0]} random "
+        f"images (max |logit| {scale:.2f}; tolerance {TWIN_TOLERANCE:g} x max(1, that))"
+    )
+    if not diff <= TWIN_TOLERANCE * max(1.0, scale):
+        raise SystemExit(line + ": the PyTorch twin does not match; nothing timed.")
+    return twin, device, line
 
 
 def _tensor(value) -> Any:
@@ -200,4 +235,22 @@ def _define_modules() -> types.SimpleNamespace:
             x = F.relu(self.stem_bn(self.stem_conv(self.normalize(x))))
             return self.head(self.blocks(x))
 
-    return types.SimpleNamespace(TinyCNN=TinyCNN, ResNet=ResNet)
+    class MaxPoolCNN(nn.Module):
+        def __init__(self, model, params):
+            super().__init__()
+            self.normalize = Normalize(model.mean, model.std)
+            # A 3x3 stride-1 "SAME" convolution pads one pixel on every side, as padding=1.
+            self.convs = nn.ModuleList(
+                conv(params[f"conv{i + 1}"]["kernel"], 1, 1, params[f"conv{i + 1}"]["bias"])
+                for i in range(len(model.widths))
+            )
+            self.head = linear(params["head"])
+
+        def forward(self, x):
+            x = self.normalize(x)
+            for layer in self.convs:
+                x = F.max_pool2d(F.relu(layer(x)), 2, 2)
+            # Flax flattens NHWC: flatten in that order so the dense kernel's rows line up.
+            return self.head(x.permute(0, 2, 3, 1).flatten(1))
+
+    return types.SimpleNamespace(TinyCNN=TinyCNN, ResNet=ResNet, MaxPoolCNN=MaxPoolCNN)

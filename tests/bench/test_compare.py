@@ -12,7 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from capjax.bench import compare
+from capjax.bench import compare, compare_autoattack
+from capjax.bench.models import bench_classifier
 from capjax.models import get_classifier
 
 
@@ -81,13 +82,16 @@ def test_random_variables_have_init_structure_and_nontrivial_statistics():
             32,
             {"mean": compare.CIFAR10_MEAN, "std": compare.CIFAR10_STD, "base_width": 8},
         ),
+        # A user's model: nn.max_pool and a flattening dense head (NHWC order).
+        ("maxpool_cnn", 32, {"mean": compare.CIFAR10_MEAN, "std": compare.CIFAR10_STD}),
+        ("maxpool_cnn", 12, {"widths": (5, 7)}),
     ],
 )
 def test_torch_twin_matches_flax_logits(name, size, options):
     torch = pytest.importorskip("torch")
     from capjax.bench.torch_twins import torch_twin
 
-    model = get_classifier(name, num_classes=10, **options)
+    model = bench_classifier(name, num_classes=10, **options)
     x = np.random.default_rng(0).uniform(0, 1, (4, size, size, 3)).astype(np.float32)
     variables = compare.random_variables(model, x)
     flax_logits = np.asarray(jax.jit(model.apply)(variables, x))
@@ -166,3 +170,42 @@ def test_torchattacks_in_bfloat16_checks_the_twin_in_float32_and_autocasts():
     x_adv = compare.to_nhwc(call())
     assert x_adv.dtype == np.float32
     assert 0 < np.max(np.abs(x_adv - np.asarray(x))) <= compare.EPS + 1e-6
+
+
+def test_paired_difference_interval_counts_only_disagreements():
+    a = np.array([True] * 6 + [False] * 4)
+    diff, half = compare_autoattack.difference_interval(a, a)
+    assert (diff, half) == (0.0, 0.0)  # the same verdicts: no sampling error in the difference
+    b = a.copy()
+    b[:2] = False  # two images robust for a only
+    diff, half = compare_autoattack.difference_interval(a, b)
+    assert diff == pytest.approx(0.2)
+    assert half == pytest.approx(1.96 * np.sqrt(2 - 4 / 10) / 10)
+    assert compare_autoattack.robust_interval(a) == "60.0% ± 30.4%"
+
+
+def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
+    """The plumbing of `compare --attack autoattack`, shrunk: components of 1-2 steps (the
+    peers, absent here, would run the full standard version)."""
+    model, variables, x, y = compare.build_model("maxpool_cnn", 10, 4)
+    options = {
+        "apgd-ce": {"steps": 2},
+        "apgd-t": {"steps": 2, "num_target_classes": 2},
+        "fab-t": {"steps": 1, "num_target_classes": 1},
+        "square": {"steps": 2},
+    }
+    compare_autoattack.bench_autoattack(
+        "maxpool_cnn", model, variables, x, y, 0.25, {}, compare.torch_device, options
+    )
+    out = capsys.readouterr().out
+    assert "## maxpool_cnn: AutoAttack standard, L-inf, eps 0.25/255, 4 images" in out
+    rows = [
+        line
+        for line in out.splitlines()
+        if line.startswith("|") and line.split("|")[1].strip().startswith("capjax")
+    ]
+    assert [r.split("|")[1].strip() for r in rows] == ["capjax", compare_autoattack.CLOSURE] * 2
+    # The closure compiles again on every call; both read the same robust verdicts.
+    assert all("+0.0 ± 0.0" in r and "100.0%" in r for r in rows[2:])
+    for r in rows[2:]:
+        assert float(r.split("|")[-2]) <= 0.25 + 1e-3  # max |x_adv - x| x 255 within eps

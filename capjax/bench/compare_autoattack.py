@@ -1,0 +1,175 @@
+"""The AutoAttack row of `python -m capjax.bench compare --attack autoattack`.
+
+AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; L-inf, eps `--eps`/255) run by
+`capjax.attacks.autoattack` and by `torchattacks.AutoAttack(version="standard")` on the
+model's PyTorch twin (`capjax.bench.torch_twins`, checked against the Flax model before
+anything is timed, as for PGD). Both get the same images and labels, as a user hands them
+over (capjax gathers the still-robust examples between components, torchattacks'
+MultiAttack does the same).
+
+Each library is called twice on the same batch: the first call's wall time includes
+capjax's tracing and compilation (torch has none, but its first call warms cuDNN), the second
+is the steady state. capjax runs twice over: with `attacks.flax_logits_fn(model, variables)`,
+which compiles once, and with a new `lambda x: model.apply(variables, x)` per call, which a
+user may write and which compiles again on every call. The robust accuracy of each x_adv is
+read with the Flax model; its 95% interval, and the interval of the two libraries'
+difference (from the images where they disagree, as the examples are shared), say whether
+they agree within sampling error.
+
+The model has random weights and the images are uniform noise (`compare.build_model`), so
+the radius that leaves some images robust is far below 8/255: at `--eps 0.25` (0.25/255)
+about half of the maxpool_cnn's images survive PGD-20. Use `--eps` to move it.
+
+    python -m capjax.bench compare --attack autoattack --model maxpool_cnn --batch 500 --eps 0.25
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from capjax.attacks import autoattack, flax_logits_fn
+from capjax.bench.report import print_table
+from capjax.bench.torch_twins import checked_twin
+
+CLOSURE = "capjax (new closure per call)"
+
+
+def robust_interval(robust: np.ndarray) -> str:
+    """'p% ± h' with the normal-approximation 95% half-width."""
+    p, n = float(np.mean(robust)), robust.size
+    return f"{p:.1%} ± {1.96 * np.sqrt(p * (1 - p) / n):.1%}"
+
+
+def difference_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(mean(a) - mean(b), 95% half-width) for paired bool outcomes on the same examples."""
+    n = a.size
+    only_a, only_b = float(np.sum(a & ~b)), float(np.sum(b & ~a))
+    diff = (only_a - only_b) / n
+    var = max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0) / n**2
+    return diff, 1.96 * float(np.sqrt(var))
+
+
+def timed_twice(call: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(first call s, second call s, second call's output)."""
+    times, out = [], None
+    for _ in range(2):
+        start = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - start)
+    return times[0], times[1], out
+
+
+def torchattacks_autoattack(mods, model, variables, x, y, eps: float, device: str) -> Callable:
+    """call() -> x_adv (NHWC numpy) of torchattacks' AutoAttack standard on the twin."""
+    torch = mods.torch
+    twin, device, line = checked_twin(torch, model, variables, x, device)
+    print(f"{line}; torch runs on {device}")
+    images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
+    labels = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
+    attack = mods.torchattacks.AutoAttack(
+        twin, norm="Linf", eps=eps, version="standard", n_classes=model.num_classes, seed=0
+    )
+
+    def call():
+        x_adv = attack(images, labels)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return x_adv.detach().cpu().numpy().transpose(0, 2, 3, 1)
+
+    return call
+
+
+def bench_autoattack(
+    name: str,
+    model,
+    variables,
+    x,
+    y,
+    eps_255: float,
+    peers: dict[str, Any],
+    device: Callable[[Any], str],
+    options: dict[str, dict[str, Any]] | None = None,
+    closure_row: bool = True,
+) -> None:
+    """Times AutoAttack standard in capjax and in each available peer; prints two tables.
+
+    `device(torch)` names the torch device; `options` shrinks capjax's components (tests
+    only: the peers always run the standard version, so the rows then do not compare).
+    """
+    eps = eps_255 / 255
+    print(f"\n## {name}: AutoAttack standard, L-inf, eps {eps_255:g}/255, {x.shape[0]} images")
+    forward = jax.jit(lambda v, z: model.apply(v, z, train=False))
+    key = jax.random.key(0)
+
+    def capjax_call(logits_fn_of: Callable[[], Any]) -> Callable[[], np.ndarray]:
+        def call():
+            x_adv = autoattack(logits_fn_of(), x, y, eps=eps, key=key, options=options)
+            return np.asarray(jax.block_until_ready(x_adv))
+
+        return call
+
+    # As capjax's docs advise (compiled once), and as a closure made per call, which
+    # compiles again on every call (see capjax.attacks.model_fn).
+    calls = {"capjax": capjax_call(lambda: flax_logits_fn(model, variables, train=False))}
+    if closure_row:
+        calls[CLOSURE] = capjax_call(lambda: lambda z: model.apply(variables, z, train=False))
+    versions = dict.fromkeys(calls, f"jax {jax.__version__}")
+    if "torchattacks" in peers:
+        mods = peers["torchattacks"]
+        try:
+            calls["torchattacks"] = torchattacks_autoattack(
+                mods, model, variables, x, y, eps, device(mods.torch)
+            )
+            versions["torchattacks"] = (
+                f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
+            )
+        except SystemExit:
+            raise
+        except Exception as err:
+            print(f"torchattacks: skipped, it failed on this setup ({type(err).__name__}: {err})")
+    if "foolbox" in peers:
+        print("foolbox: skipped, it has no AutoAttack")
+
+    y_host, x_host = np.asarray(y), np.asarray(x)
+    results = {}
+    for row, call in calls.items():
+        print(f"[{row}] running AutoAttack twice ...", flush=True)
+        first, second, x_adv = timed_twice(call)
+        robust = np.asarray(jnp.argmax(forward(variables, jnp.asarray(x_adv)), -1)) == y_host
+        results[row] = (first, second, x_adv, robust)
+
+    mine = results["capjax"]
+    speed, agreement = [], []
+    for row, (first, second, x_adv, robust) in results.items():
+        speed.append(
+            {
+                "peer": row,
+                "version": versions[row],
+                "first call (s, with compile)": f"{first:.1f}",
+                "second call (s)": f"{second:.1f}",
+                "peer/capjax (second)": f"{second / mine[1]:.2f}",
+                "peer/capjax (first)": f"{first / mine[0]:.2f}",
+            }
+        )
+        diff, half = difference_interval(robust, mine[3])
+        agreement.append(
+            {
+                "peer": row,
+                "robust accuracy (95%)": robust_interval(robust),
+                "minus capjax (points, 95%)": f"{diff * 100:+.1f} ± {half * 100:.1f}",
+                "same verdict": f"{np.mean(robust == mine[3]):.1%}",
+                "max |x_adv - x| x 255": f"{np.max(np.abs(x_adv - x_host)) * 255:.4f}",
+            }
+        )
+    clean = np.asarray(jnp.argmax(forward(variables, x), -1)) == y_host
+    print(f"clean accuracy {np.mean(clean):.1%} (labels are the model's own predictions)")
+    print()
+    print_table(speed)
+    print()
+    print_table(agreement)

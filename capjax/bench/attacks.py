@@ -43,14 +43,13 @@ import capjax.attacks
 from capjax.attacks._common import cross_entropy
 from capjax.bench.models import bench_classifier
 from capjax.bench.report import (
-    batch_partitions,
     bf16_peak_flops,
     compile_timed,
-    compiled_flops,
     describe_device,
     median_seconds,
     print_table,
     spread_over_devices,
+    traced_flops,
 )
 
 DEFAULT_ATTACKS = "fgsm,pgd10,mifgsm10,cw_l2,ddn"
@@ -174,8 +173,8 @@ class GradientBaseline:
             lines.append(
                 f"forward {self.forward_flops / self.batch / 1e6:.1f} MFLOP/image, forward+input "
                 f"gradient {self.gradient_flops / self.batch / 1e6:.1f} MFLOP/image "
-                f"({self.gradient_flops / self.forward_flops:.2f}x forward; XLA cost analysis "
-                "of the compiled functions)"
+                f"({self.gradient_flops / self.forward_flops:.2f}x forward; the convolutions and "
+                "matrix products of their jaxprs)"
             )
         lines.append(
             f"T_grad = {self.seconds * 1e3:.1f} ms ({self.batch / self.seconds:,.0f} images/s)"
@@ -194,13 +193,15 @@ def gradient_baseline(
     def loss_gradient(v, x, y):
         return jax.grad(lambda z: jnp.sum(cross_entropy(forward(v, z), y)))(x)
 
-    fwd, _ = compile_timed(forward, (variables, x))
     grad, _ = compile_timed(loss_gradient, (variables, x, y))
     seconds = timed(grad, (variables, x, y), max(repeats, 5))
     call = lambda: grad(variables, x, y)
-    parts = batch_partitions(x)
     return GradientBaseline(
-        x.shape[0], seconds, compiled_flops(fwd, parts), compiled_flops(grad, parts), call
+        x.shape[0],
+        seconds,
+        traced_flops(forward, (variables, x)),
+        traced_flops(loss_gradient, (variables, x, y)),
+        call,
     )
 
 
@@ -272,7 +273,7 @@ def run(argv: list[str]) -> None:
     print()
     print_table(rows)
     print(
-        "overhead = T_attack / (grads x T_grad); GFLOP/s = forward+gradient FLOPs (XLA) x grads "
+        "overhead = T_attack / (grads x T_grad); GFLOP/s = forward+gradient FLOPs x grads "
         "/ T_attack."
     )
 
@@ -308,8 +309,8 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline,
 
 def peak_fraction(baseline: GradientBaseline, seconds: float, grads: int, dtype: str) -> dict:
     """{"% bf16 peak": achieved / dense bf16 peak of the devices} for bfloat16 runs on a known
-    accelerator (`report.BF16_PEAK_TFLOPS`); {} otherwise. The FLOPs are XLA's count of the
-    forward + input gradient (about 2 forward passes) per gradient."""
+    accelerator (`report.BF16_PEAK_TFLOPS`); {} otherwise. The FLOPs are `report.traced_flops`
+    of the forward + input gradient (about 2 forward passes) per gradient."""
     peak = bf16_peak_flops()
     if dtype != "bfloat16" or peak is None or not baseline.gradient_flops:
         return {}

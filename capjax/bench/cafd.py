@@ -17,7 +17,7 @@ import time
 import jax
 
 from capjax.bench.purifier_step import purifier_step
-from capjax.bench.report import compiled_flops, describe_device, median_seconds, print_table
+from capjax.bench.report import describe_device, median_seconds, print_table, traced_flops
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.train import cafd as cafd_task
 from capjax.train import mesh as mesh_lib
@@ -70,7 +70,8 @@ def run(argv: list[str]) -> None:
         out_shardings=data,
     )
     start = time.perf_counter()
-    flops = compiled_flops(step.lower(state, batch, key).compile(), mesh.size)
+    flops = traced_flops(step, (state, batch, key))
+    step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start
     step_s = median_seconds(lambda: step(state, batch, key), args.repeats)
     attack_s = median_seconds(
@@ -105,7 +106,8 @@ def run(argv: list[str]) -> None:
     )
     if flops:
         print(
-            f"whole step: {flops / args.batch / 1e9:.2f} GFLOP/image (XLA's count), "
+            f"whole step: {flops / args.batch / 1e9:.2f} GFLOP/image (convolutions and matrix "
+            "products), "
             f"{flops / step_s / 1e12:.3f} TFLOP/s achieved"
         )
     print(

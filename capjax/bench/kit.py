@@ -17,7 +17,10 @@ Steps (full size; `--quick` shrinks each to seconds on a CPU):
   fraction of the device's peak.
 - `pgd_vs_torchattacks`: the same PGD-20 against torchattacks' on the same device. The
   `bench` extra must be installed; without torch the step says it skipped the peer.
-- `autoattack`: AutoAttack standard on 1,000 images of ResNet-18 (quick: APGD-T-2 on 8).
+- `autoattack`: AutoAttack standard on 1,000 images of ResNet-18 at eps 0.25/255 (random
+  weights: at that radius about a third of the images survive, so every component runs),
+  first and second call, against torchattacks' AutoAttack on the same GPU (quick: capjax's
+  APGD-T-2 on 8 images).
 - `cafd_epoch`: the CAFD train step at full size with CAFA-10 inside, and the time of one
   CIFAR-10 epoch at that rate.
 - `classifier_train`: the classifier's train-step throughput (ResNet-18, bf16, batch 1024).
@@ -64,9 +67,9 @@ STEPS = (
     ),
     Step(
         "autoattack",
-        "AutoAttack standard on 1,000 images of ResNet-18",
-        ["attacks", "--model", "resnet18", "--batch", "1000", "--attacks", "autoattack"]
-        + ["--repeats", "1"],
+        "AutoAttack standard on 1,000 images of ResNet-18, against torchattacks' AutoAttack",
+        ["compare", "--attack", "autoattack", "--model", "resnet18", "--batch", "1000"]
+        + ["--eps", "0.25", "--peers", "torchattacks", "--skip-closure"],
         ["attacks", "--model", "tiny", "--batch", "8", "--attacks", "apgd_t2", "--repeats", "1"],
     ),
     Step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -47,20 +48,55 @@ def bf16_peak_flops() -> float | None:
     return None
 
 
-def compiled_flops(compiled: Any, partitions: int = 1) -> float | None:
-    """XLA's FLOP count for a compiled computation, or None where the backend gives none.
+def _jaxpr_flops(jaxpr: Any) -> float:
+    """2 x multiply-adds of the convolutions and matrix products in `jaxpr`, sub-programs
+    included (a scan's body times its length; the costlier branch of a cond; a while loop's
+    body once, as its trip count is unknown)."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        out = eqn.outvars[0].aval
+        if name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval
+            spec = eqn.params["dimension_numbers"].rhs_spec  # (out feat, in feat, spatial...)
+            per_output = math.prod(rhs.shape[d] for d in spec[1:])
+            # A transposed convolution (an input gradient through a strided one) dilates its
+            # input with zeros: only 1 / prod(lhs_dilation) of the taps multiply a value.
+            per_output /= math.prod(eqn.params.get("lhs_dilation") or (1,))
+            total += 2.0 * math.prod(out.shape) * per_output
+        elif name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval
+            per_output = math.prod(lhs.shape[d] for d in lhs_contract)
+            total += 2.0 * math.prod(out.shape) * per_output
+        subs = []
+        for value in eqn.params.values():
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(item, "jaxpr", item)
+                if hasattr(inner, "eqns"):
+                    subs.append(_jaxpr_flops(inner))
+        if not subs:
+            continue
+        if name == "cond":
+            total += max(subs)
+        elif name == "scan":
+            total += sum(subs) * eqn.params["length"]
+        else:
+            total += sum(subs)
+    return total
 
-    XLA counts one device's share of a program partitioned over devices; `partitions` (the
-    number of devices its batch is split over) scales that back to the whole batch's work.
-    """
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # some backends do not implement it
-        return None
-    if isinstance(analysis, Sequence) and not isinstance(analysis, dict):
-        analysis = analysis[0] if analysis else {}
-    flops = (analysis or {}).get("flops")
-    return float(flops) * partitions if flops and flops > 0 else None
+
+def traced_flops(fn: Callable, args: tuple) -> float | None:
+    """FLOPs of `fn(*args)` counted on its jaxpr: 2 x the multiply-adds of its convolutions
+    (every kernel tap, padding included, as published FLOP counts take them) and matrix
+    products, nearly all of a network's work. ResNet-18 on CIFAR-10: 1.11 GFLOP per image
+    forward, the textbook figure; XLA's CPU count, which leaves out the taps that fall on
+    padding, is 0.97. The same count on every backend: XLA's own
+    count of a compiled GPU program leaves out the convolutions it hands to cuDNN (ResNet-18
+    came out at 2.7 MFLOP per image on an H200, against 0.97 GFLOP), and it gave none for
+    lowered programs there."""
+    flops = _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+    return flops or None
 
 
 def batch_partitions(x: Any) -> int:

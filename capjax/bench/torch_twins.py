@@ -19,6 +19,7 @@ import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -86,10 +87,19 @@ def checked_twin(torch, model: Any, variables: Mapping[str, Any], x, device: str
     twin = torch_twin(model, variables).to(device)
     check = np.random.default_rng(1).uniform(0, 1, (min(x.shape[0], 32), 32, 32, 3))
     check = check.astype(np.float32)
-    flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
-    with torch.no_grad():
-        check_nchw = torch.from_numpy(check.transpose(0, 3, 1, 2).copy()).to(device)
-        torch_logits = twin(check_nchw).cpu().numpy()
+    # Both in full float32: on a GPU, JAX and torch run float32 convolutions in TF32 by
+    # default, whose rounding (about 1e-3) would hide a wrong twin. The timed runs keep the
+    # defaults, TF32 on both sides.
+    with jax.default_matmul_precision("highest"):
+        flax_logits = np.asarray(model.apply(variables, jnp.asarray(check), train=False))
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            check_nchw = torch.from_numpy(check.transpose(0, 3, 1, 2).copy()).to(device)
+            torch_logits = twin(check_nchw).cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     diff = float(np.max(np.abs(flax_logits - torch_logits)))
     scale = float(np.max(np.abs(flax_logits)))
     line = (

@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from capjax.bench.report import compiled_flops, describe_device, print_table
+from capjax.bench.report import describe_device, print_table, traced_flops
 from capjax.config_defaults import classifier_config, data_config, model_config
 from capjax.train import mesh as mesh_lib
 from capjax.train.classifier import build_classifier, make_trainer
@@ -85,7 +85,7 @@ def bench_model(
         jax.block_until_ready((state, metrics))
         times.append((time.perf_counter() - start) / steps)
     step_s = statistics.median(times)
-    flops = compiled_flops(compiled, mesh.size)
+    flops = traced_flops(trainer.train_step, (state, batch_arrays, key))
     params = sum(x.size for x in jax.tree.leaves(state.params))
     return {
         "model": name,
@@ -118,4 +118,4 @@ def run(argv: list[str]) -> None:
         if name.strip()
     ]
     print_table(rows)
-    print("FLOPs are XLA's count for the whole compiled step (forward, backward, update).")
+    print("FLOPs: the convolutions and matrix products of the whole step (forward, backward).")

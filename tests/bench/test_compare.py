@@ -25,7 +25,7 @@ def test_help_lists_the_options():
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for option in ("--model", "--batch", "--steps", "--repeats", "--peers"):
+    for option in ("--model", "--batch", "--steps", "--repeats", "--peers", "--attack", "--eps"):
         assert option in result.stdout
 
 

@@ -162,10 +162,18 @@ class ClassifierTrainer:
     crop_padding: int = 4
     flip: bool = True
     adversarial: AdversarialTraining | None = None
+    # Data-dependent parameters that replace the initialiser's ({name: array}, from the
+    # model's `fit_to_data`: the speedrun CNN's whitening stem); {} for a restore, where the
+    # checkpoint has them.
+    fitted_params: dict = dataclasses.field(default_factory=dict)
 
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> ClassifierState:
         variables = self.model.init(key, jnp.zeros((1, *image_shape), jnp.float32))
         params = variables["params"]
+        if self.fitted_params:
+            params = dict(params)
+            for name, value in self.fitted_params.items():
+                params[name] = jnp.asarray(value, params[name].dtype)
         return ClassifierState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -305,6 +313,11 @@ def train_batches(dataset: data_lib.Dataset, config) -> data_lib.BatchIterator:
     )
 
 
+# How many training images a data-dependent init (`fit_to_data`) sees: airbench's whitening
+# estimate uses 5,000.
+FIT_IMAGES = 5000
+
+
 def train_classifier(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -318,6 +331,8 @@ def train_classifier(
     dataset = load_data(config, workdir) if dataset is None else dataset
     batches = train_batches(dataset, config)
     trainer = make_trainer(config, batches.steps_per_epoch, dataset.num_classes)
+    if hasattr(trainer.model, "fit_to_data"):
+        trainer.fitted_params = trainer.model.fit_to_data(dataset.train_images[:FIT_IMAGES])
     image_shape = dataset.train_images.shape[1:]
     t = config.train
 

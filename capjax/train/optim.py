@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import optax
 
 SCHEDULES = ("constant", "step", "cosine", "linear_tail")
@@ -73,7 +74,8 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
 ) -> optax.GradientTransformation:
-    """SGD (momentum, Nesterov) or Adam, with PyTorch-style L2 weight decay on every parameter.
+    """SGD (momentum, Nesterov) or Adam, with PyTorch-style L2 weight decay on every parameter
+    but frozen ones (`decayed`).
 
     Weight decay is added to the gradient before the update (`optax.add_decayed_weights`),
     which is what `torch.optim.SGD(weight_decay=...)` does and what the papers' code used.
@@ -85,8 +87,18 @@ def make_optimizer(
     else:
         base = optax.adam(schedule, b1=b1, b2=b2)
     if weight_decay:
-        return optax.chain(optax.add_decayed_weights(weight_decay), base)
+        return optax.chain(optax.add_decayed_weights(weight_decay, mask=decayed), base)
     return base
+
+
+def decayed(params):
+    """The weight-decay mask: every parameter except frozen ones (named `frozen_*`, whose
+    gradient the model stops, such as the speedrun CNN's whitening stem)."""
+
+    def keep(path, _):
+        return not any(str(getattr(k, "key", k)).startswith("frozen_") for k in path)
+
+    return jax.tree_util.tree_map_with_path(keep, params)
 
 
 def schedule_from_config(train_config, steps_per_epoch: int) -> optax.Schedule:

@@ -15,6 +15,7 @@ This package imports nothing else of capjax: use it with your own models and tra
 from capjax.attacks.apgd import apgd, apgd_t
 from capjax.attacks.autoattack import autoattack
 from capjax.attacks.fab import fab
+from capjax.attacks.fast_pool import tiled_max_pool
 from capjax.attacks.feature import (
     cafa,
     class_activation_features,
@@ -55,5 +56,6 @@ __all__ = [
     "square",
     "stadv",
     "ti_dim",
+    "tiled_max_pool",
     "zoo_class_activation_fn",
 ]

@@ -22,6 +22,7 @@ given take the bench table `SETTINGS` below, then eps = 8/255, step_size = 2/255
 
     python -m capjax.bench attacks --model tiny --batch 128
     python -m capjax.bench attacks --model resnet18 --dtype bfloat16 --attacks pgd10,apgd100
+    python -m capjax.bench attacks --model maxpool_cnn --attacks apgd100 --tiled-max-pool
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 import capjax.attacks
 from capjax.attacks._common import cross_entropy
-from capjax.bench.models import bench_classifier
+from capjax.bench.models import TiledPoolModel, bench_classifier
 from capjax.bench.report import (
     bf16_peak_flops,
     compile_timed,
@@ -231,6 +232,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="pass unroll=<int|true|false> to every attack (default: theirs)",
     )
     parser.add_argument("--num-classes", type=int, default=10)
+    parser.add_argument(
+        "--tiled-max-pool",
+        action="store_true",
+        help="run the model through attacks.tiled_max_pool (its 2x2 max pools as reshape + "
+        "max; the gradient baseline too)",
+    )
     return parser.parse_args(argv)
 
 
@@ -245,6 +252,8 @@ def run(argv: list[str]) -> None:
     y = jnp.asarray(rng.integers(0, args.num_classes, args.batch).astype(np.int32))
     x, y = spread_over_devices(x, y)
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    if args.tiled_max_pool:
+        model = TiledPoolModel(model)
     key = jax.random.key(1)
     unroll = None
     if args.unroll is not None:
@@ -256,7 +265,8 @@ def run(argv: list[str]) -> None:
     print(describe_device())
     if (peak := bf16_peak_flops()) is not None:
         print(f"dense bfloat16 peak of these devices: {peak / 1e12:,.0f} TFLOP/s (datasheet)")
-    print(f"model={args.model} dtype={args.dtype} batch={args.batch} image=32x32x3")
+    tiled = " (through attacks.tiled_max_pool)" if args.tiled_max_pool else ""
+    print(f"model={args.model}{tiled} dtype={args.dtype} batch={args.batch} image=32x32x3")
     print(baseline.describe() + "\n")
 
     rows = []

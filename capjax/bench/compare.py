@@ -146,6 +146,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="autoattack: leave out the row of capjax called with a new closure per call "
         "(it compiles on every call)",
     )
+    parser.add_argument(
+        "--tiled-max-pool",
+        action="store_true",
+        help="autoattack: add a row of capjax with the model through attacks.tiled_max_pool "
+        "(its 2x2 max pools as reshape + max)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps k")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per library")
     parser.add_argument(
@@ -536,6 +542,7 @@ def run(argv: list[str]) -> None:
                 peers,
                 torch_device,
                 closure_row=not args.skip_closure,
+                tiled_row=args.tiled_max_pool,
             )
         else:
             bench_model(name, args, peers)

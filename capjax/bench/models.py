@@ -67,3 +67,18 @@ def bench_classifier(name: str, **kwargs: Any) -> nn.Module:
     if name in BENCH_MODELS:
         return BENCH_MODELS[name](**kwargs)
     return get_classifier(name, **kwargs)
+
+
+class TiledPoolModel:
+    """`model` whose `apply` runs through `attacks.tiled_max_pool` (the benches'
+    `--tiled-max-pool`): its tiling max pools become reshape + max, everything else is
+    `model.apply` unchanged. `init` is the model's."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.init = model.init
+
+    def apply(self, variables: Any, x: Any, **kwargs: Any) -> Any:
+        from capjax.attacks import flax_logits_fn, tiled_max_pool
+
+        return tiled_max_pool(flax_logits_fn(self.model, variables, **kwargs))(x)

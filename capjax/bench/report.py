@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from capjax.attacks._common import sub_jaxprs
 from capjax.cpu_devices import shard_over_devices
 
 
@@ -69,12 +70,7 @@ def _jaxpr_flops(jaxpr: Any) -> float:
             lhs = eqn.invars[0].aval
             per_output = math.prod(lhs.shape[d] for d in lhs_contract)
             total += 2.0 * math.prod(out.shape) * per_output
-        subs = []
-        for value in eqn.params.values():
-            for item in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(item, "jaxpr", item)
-                if hasattr(inner, "eqns"):
-                    subs.append(_jaxpr_flops(inner))
+        subs = [_jaxpr_flops(inner) for inner in sub_jaxprs(eqn)]
         if not subs:
             continue
         if name == "cond":

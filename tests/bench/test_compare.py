@@ -195,7 +195,16 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
         "square": {"steps": 2},
     }
     compare_autoattack.bench_autoattack(
-        "maxpool_cnn", model, variables, x, y, 0.25, {}, compare.torch_device, options
+        "maxpool_cnn",
+        model,
+        variables,
+        x,
+        y,
+        0.25,
+        {},
+        compare.torch_device,
+        options,
+        tiled_row=True,
     )
     out = capsys.readouterr().out
     assert "## maxpool_cnn: AutoAttack standard, L-inf, eps 0.25/255, 4 images" in out
@@ -204,8 +213,9 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
         for line in out.splitlines()
         if line.startswith("|") and line.split("|")[1].strip().startswith("capjax")
     ]
-    assert [r.split("|")[1].strip() for r in rows] == ["capjax", compare_autoattack.CLOSURE] * 2
-    # The closure compiles again on every call; both read the same robust verdicts.
-    assert all("+0.0 ± 0.0" in r and "100.0%" in r for r in rows[2:])
-    for r in rows[2:]:
+    names = ["capjax", compare_autoattack.TILED, compare_autoattack.CLOSURE]
+    assert [r.split("|")[1].strip() for r in rows] == names * 2
+    # The closure compiles again on every call; it reads the same robust verdicts.
+    assert "+0.0 ± 0.0" in rows[5] and "100.0%" in rows[5]
+    for r in rows[3:]:
         assert float(r.split("|")[-2]) <= 0.25 + 1e-3  # max |x_adv - x| x 255 within eps

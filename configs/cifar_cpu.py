@@ -179,9 +179,10 @@ def whole_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
         {"widths": [16, 32, 64], "encoder_blocks": [1, 2, 2], "decoder_blocks": [2, 1]}
     )
     cafd.cafd.discriminator.update({"widths": [16, 32], "hidden": 32})
-    # CAFA-10 over 45,000 training images once, the learning rate decaying linearly over the
+    # CAFA-10 over the training images once, the learning rate decaying linearly over the
     # second half: on the validation split white-box PGD-40 then purify went from 36.1%
-    # (CAFA-5, 10,000 images twice, constant rate) to 46.0% (docs/cifar_cpu.md).
+    # (CAFA-5, 10,000 images twice, constant rate) to 46.0% (CAFA-10, 45,000 images once;
+    # docs/cifar_cpu.md).
     cafd.cafd.attack.steps = 10
     cafd.train.update(
         {

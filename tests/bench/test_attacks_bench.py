@@ -10,5 +10,6 @@ def test_tiled_max_pool_line_runs(capsys):
     )
     out = capsys.readouterr().out
     assert "model=maxpool_cnn (through attacks.tiled_max_pool)" in out
-    row = next(line for line in out.splitlines() if line.startswith("| apgd"))
-    assert float(row.split("|")[5].replace(",", "")) > 0  # images/s
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("|")]
+    row = next(cells for cells in rows if cells[1].strip() == "apgd")
+    assert float(row[5].replace(",", "")) > 0  # images/s

@@ -5,6 +5,8 @@
         "pgd40": {"threat": "whitebox", "group": "Table 2", "paper": 0.87,
                   "attack": {"name": "pgd", "eps": 8/255, "step_size": 2/255, "steps": 40}},
         "pgd40 bpda": {"threat": "bpda", "attack": {...}},
+        "aa after pgd40": {"threat": "whitebox", "attack": {"name": "autoattack", ...},
+                           "after": "pgd40"},
     }
     result = run_suite(rows, defense=defense, images=x_uint8, labels=y, batch_size=256,
                        workdir=workdir, seed=0)
@@ -15,6 +17,10 @@ keeps per example whether the scored model classifies x_adv correctly (`correct`
 (`clean_correct`). Keys are `fold_in(fold_in(key(seed), crc32(attack spec)), batch index)`
 (see `row_key`), so a row's numbers depend only on its own settings and a resumed run
 reproduces them exactly.
+A row with `"after": <earlier row id>` attacks only the examples that row left robust and
+keeps that row's outcome for the rest: its accuracy is the per-example worst case of both
+attacks, at the cost of attacking the survivors only (AutoAttack after PGD, as AutoAttack's
+own components run one after another).
 Finished rows are stored in `workdir/rows/<row id>.npz` + `.json` and loaded on the next run
 when their settings match.
 """
@@ -43,7 +49,7 @@ from capjax.eval.defense import Defense
 from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import to_jsonable, write_json
 
-ROW_FIELDS = ("threat", "attack", "group", "paper", "label", "num_examples")
+ROW_FIELDS = ("threat", "attack", "group", "paper", "label", "num_examples", "after")
 DEFAULT_EOT_SAMPLES = 8
 _NONE = {"name": "none"}
 
@@ -59,6 +65,7 @@ class Row:
     paper: float | None = None
     label: str | None = None
     num_examples: int | None = None
+    after: str | None = None
 
     @property
     def description(self) -> str:
@@ -83,7 +90,8 @@ def parse_rows(
 
     Raises:
       ValueError: unknown field, threat, attack or option; missing surrogate; a gradient
-        attack under "score_based"; row ids whose file names would collide.
+        attack under "score_based"; row ids whose file names would collide; an "after" that
+        is not an earlier attack row of the same threat model.
     """
     parsed, files = {}, {}
     for row_id, row in rows.items():
@@ -114,12 +122,21 @@ def parse_rows(
             isinstance(count, bool) or not isinstance(count, int) or count < 1
         ):
             raise ValueError(f"Row {row_id!r}: num_examples must be a positive int, got {count!r}.")
+        after = row.get("after")
+        if after is not None:
+            base = parsed.get(after) if isinstance(after, str) else None
+            attacks = threat != "clean" and attack_specs.kind(attack) != "none"
+            if base is None or not base.is_attack or base.threat != threat or not attacks:
+                raise ValueError(
+                    f"Row {row_id!r}: 'after' must name an earlier attack row of threat "
+                    f"{threat!r} (this row attacking too), got {after!r}."
+                )
         file = row_file_stem(row_id)
         if file in files:
             raise ValueError(f"Rows {files[file]!r} and {row_id!r} map to the same file {file}.")
         files[file] = row_id
         parsed[row_id] = Row(
-            str(row_id), threat, attack, row.get("group"), paper, row.get("label"), count
+            str(row_id), threat, attack, row.get("group"), paper, row.get("label"), count, after
         )
     return parsed
 
@@ -234,8 +251,10 @@ def row_settings(
     seed: int,
     eot_samples: int,
     data: str,
+    after_robust: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """What a stored row must match to be reused (JSON-normalised)."""
+    """What a stored row must match to be reused (JSON-normalised); `after_robust`: the
+    robust mask of the row's "after" row, which decides the examples it attacks."""
     settings = {
         "row": row.row_id,
         "threat": row.threat,
@@ -251,6 +270,9 @@ def row_settings(
         "eot_samples": eot_samples if row.threat == "bpda_eot" else None,
         "data": data,
     }
+    if row.after is not None:
+        mask = np.packbits(np.asarray(after_robust, bool)).tobytes()
+        settings["after"] = {"row": row.after, "robust": hashlib.sha1(mask).hexdigest()[:16]}
     return json.loads(json.dumps(to_jsonable(settings)))
 
 
@@ -466,6 +488,24 @@ def compute_row(
     return RowResult(row, np.concatenate(correct), np.concatenate(clean), seconds)
 
 
+def compute_after_row(
+    row: Row, base: RowResult, *, images: np.ndarray, labels: np.ndarray, **compute_kwargs
+) -> RowResult:
+    """Runs `row` on the examples `base` (its "after" row) left robust, and keeps `base`'s
+    outcome on the others (`compute_kwargs`: those of `compute_row`, without a store)."""
+    n = len(labels)
+    survivors = np.flatnonzero(base.robust[:n])
+    correct = base.correct[:n].copy()
+    clean = base.clean_correct[:n].copy()
+    seconds = 0.0
+    if survivors.size:
+        part = compute_row(row, images=images[survivors], labels=labels[survivors], **compute_kwargs)
+        correct[survivors] = part.correct
+        clean[survivors] = part.clean_correct
+        seconds = part.seconds
+    return RowResult(row, correct, clean, seconds)
+
+
 def check_examples(images: np.ndarray, labels: np.ndarray) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
         raise ValueError(
@@ -527,6 +567,9 @@ def run_suite(
     results = {}
     for row in parsed.values():
         n = min(row.num_examples or len(labels), len(labels))
+        base = results.get(row.after) if row.after is not None else None
+        if base is not None:
+            n = min(n, base.num_examples)
         if n not in fingerprints:
             fingerprints[n] = data_fingerprint(images[:n], labels[:n])
         settings = row_settings(
@@ -537,6 +580,7 @@ def run_suite(
             seed=seed,
             eot_samples=eot_samples,
             data=fingerprints[n],
+            after_robust=base.robust[:n] if base is not None else None,
         )
         stored = load_row(workdir, row, settings)
         if isinstance(stored, RowResult):
@@ -545,20 +589,26 @@ def run_suite(
             continue
         if stored != "not computed yet":
             say(f"row {row.row_id}: {stored}; recomputing")
-        result = compute_row(
-            row,
+        common = dict(
             defense=defense,
             surrogate=surrogate,
-            images=images[:n],
-            labels=labels[:n],
             batch_size=batch_size,
             seed=seed,
             mesh=mesh,
             eot_samples=eot_samples,
             progress=progress,
-            adversarial_store=adversarial_store,
-            store_key=adversarial_key(row, defense, seed, fingerprints[n], batch_size),
         )
+        if base is not None:
+            result = compute_after_row(row, base, images=images[:n], labels=labels[:n], **common)
+        else:
+            result = compute_row(
+                row,
+                images=images[:n],
+                labels=labels[:n],
+                adversarial_store=adversarial_store,
+                store_key=adversarial_key(row, defense, seed, fingerprints[n], batch_size),
+                **common,
+            )
         save_row(workdir, result, settings)
         say(f"row {row.row_id}: {result.accuracy:.2%} ({result.seconds:.1f} s)")
         results[row.row_id] = result

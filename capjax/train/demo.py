@@ -186,7 +186,9 @@ def rows_for(
     """The rows to run for `defense`, and {skipped row: the row it equals}.
 
     Without a purifier an end-to-end or BPDA row is the white-box row with the same attack
-    (same model, same keys: `capjax.eval.suite.row_key`), so it is not run twice.
+    (same model, same keys: `capjax.eval.suite.row_key`), so it is not run twice. A row run
+    "after" such a skipped row runs after its white-box twin instead, as a white-box row (the
+    same model again).
     """
     if defense.purify is not None:
         return rows, {}
@@ -194,11 +196,14 @@ def rows_for(
     whitebox = {
         json.dumps(row.get("attack"), sort_keys=True): row_id
         for row_id, row in rows.items()
-        if row["threat"] == "whitebox"
+        if row["threat"] == "whitebox" and not row.get("after")
     }
     for row_id, row in rows.items():
         twin = whitebox.get(json.dumps(row.get("attack"), sort_keys=True))
-        if row["threat"] in ("end_to_end", "bpda") and twin is not None:
+        if row.get("after") in same:
+            kept[row_id] = {**row, "threat": "whitebox", "after": same[row["after"]]}
+            continue
+        if row["threat"] in ("end_to_end", "bpda") and twin is not None and not row.get("after"):
             twin_n = rows[twin].get("num_examples")
             if twin_n is None or twin_n >= (row.get("num_examples") or twin_n):
                 same[row_id] = twin

@@ -308,3 +308,55 @@ def test_autoattack_rows_gather_outside_jit_and_agree_with_the_full_batch_run(to
     full_batch = np.asarray(jnp.argmax(toy.classifier(x_adv), -1) == y)
     np.testing.assert_array_equal(result.rows["end_to_end_aa"].correct, full_batch)
     assert 0.0 < result.rows["whitebox_aa"].accuracy < result.rows["whitebox_aa"].clean_accuracy
+
+
+def test_an_after_row_attacks_the_survivors_only_and_keeps_the_worst_case(
+    toy, bare, tmp_path, monkeypatch
+):
+    fgsm = {"name": "fgsm", "eps": 2 / 255}
+    rows = {
+        "fgsm": {"threat": "undefended", "attack": fgsm},
+        "pgd_after": {"threat": "undefended", "attack": PGD, "after": "fgsm"},
+        "pgd": {"threat": "undefended", "attack": PGD},
+    }
+    attacked = []
+    real_compute = suite.compute_row
+
+    def counting_compute(row, **kwargs):
+        attacked.append((row.row_id, len(kwargs["labels"])))
+        return real_compute(row, **kwargs)
+
+    monkeypatch.setattr(suite, "compute_row", counting_compute)
+    result = run(rows, bare, toy, tmp_path, batch_size=16)
+    first, after, alone = (result.rows[k] for k in ("fgsm", "pgd_after", "pgd"))
+    survivors = int(first.robust.sum())
+    assert 0 < survivors < 64
+    assert attacked == [("fgsm", 64), ("pgd_after", survivors), ("pgd", 64)]
+    # robust only where both attacks fail; FGSM's outcome kept where it already broke
+    assert after.num_examples == 64 and not np.any(after.robust & ~first.robust)
+    assert result.ensemble(["pgd_after"]) == result.ensemble(["fgsm", "pgd_after"])
+    assert after.robust_accuracy <= min(first.robust_accuracy, alone.robust_accuracy + 0.1)
+    np.testing.assert_array_equal(after.correct[~first.robust], first.correct[~first.robust])
+    stored = json.loads((tmp_path / "rows" / "pgd_after.json").read_text())
+    assert stored["settings"]["after"]["row"] == "fgsm"
+    # resumed: loaded while the earlier row is unchanged, recomputed once it changes
+    attacked.clear()
+    assert run(rows, bare, toy, tmp_path, batch_size=16).rows["pgd_after"].loaded
+    assert attacked == []
+    changed = {**rows, "fgsm": {**rows["fgsm"], "attack": {**fgsm, "eps": 1 / 255}}}
+    run(changed, bare, toy, tmp_path, batch_size=16)
+    assert [r for r, _ in attacked] == ["fgsm", "pgd_after"]
+
+
+def test_after_must_name_an_earlier_attack_row_of_the_same_threat():
+    pgd = {"threat": "whitebox", "attack": PGD}
+    for rows in (
+        {"a": {**pgd, "after": "b"}, "b": pgd},  # not earlier
+        {"a": {"threat": "clean"}, "b": {**pgd, "after": "a"}},  # not an attack row
+        {"a": {"threat": "end_to_end", "attack": PGD}, "b": {**pgd, "after": "a"}},
+        {"a": pgd, "b": {"threat": "clean", "after": "a"}},
+        {"a": pgd, "b": {**pgd, "after": ["a"]}},
+    ):
+        with pytest.raises(ValueError, match="'after' must name an earlier attack row"):
+            suite.parse_rows(rows)
+    assert suite.parse_rows({"a": pgd, "b": {**pgd, "after": "a"}})["b"].after == "a"

@@ -39,3 +39,16 @@ def test_without_a_purifier_end_to_end_and_bpda_rows_are_the_whitebox_row():
     assert list(kept) == ["clean", "whitebox_pgd", "whitebox_aa", "end_to_end_other"]
     purified = Defense("p", classifier=lambda x: x, purify=lambda x, key: x)
     assert demo.rows_for(purified, rows) == (rows, {})
+
+
+def test_without_a_purifier_a_row_after_a_skipped_row_runs_after_its_whitebox_twin():
+    rows = {
+        "whitebox_pgd": {"threat": "whitebox", "attack": PGD},
+        "whitebox_aa": {"threat": "whitebox", "attack": AA},
+        "end_to_end_pgd": {"threat": "end_to_end", "attack": PGD},
+        "end_to_end_aa": {"threat": "end_to_end", "attack": AA, "after": "end_to_end_pgd"},
+    }
+    kept, same = demo.rows_for(Defense("none", classifier=lambda x: x), rows)
+    assert same == {"end_to_end_pgd": "whitebox_pgd"}
+    assert kept["end_to_end_aa"] == {"threat": "whitebox", "attack": AA, "after": "whitebox_pgd"}
+    assert list(kept) == ["whitebox_pgd", "whitebox_aa", "end_to_end_aa"]

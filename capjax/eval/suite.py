@@ -499,7 +499,9 @@ def compute_after_row(
     clean = base.clean_correct[:n].copy()
     seconds = 0.0
     if survivors.size:
-        part = compute_row(row, images=images[survivors], labels=labels[survivors], **compute_kwargs)
+        part = compute_row(
+            row, images=images[survivors], labels=labels[survivors], **compute_kwargs
+        )
         correct[survivors] = part.correct
         clean[survivors] = part.clean_correct
         seconds = part.seconds

@@ -117,8 +117,7 @@ def configure_cpu_devices(
       setting: see `requested_device_count` (None: `CAPJAX_CPU_DEVICES`, default "auto").
       batch_sizes: the batch sizes the run will use; "auto" picks a count dividing them all.
 
-    It also keeps XLA:CPU's convolutions multi-threaded (`use_multithreaded_convolutions`)
-    and lets the devices wait longer for each other (`patient_collectives`).
+    It also keeps XLA:CPU's convolutions multi-threaded (`use_multithreaded_convolutions`).
 
     Returns:
       The CPU device count asked for, or None when it was left alone: XLA_FLAGS already sets
@@ -132,7 +131,6 @@ def configure_cpu_devices(
     if _backends_running():
         return None  # too late, and harmless
     use_multithreaded_convolutions()
-    patient_collectives()
     if count is None:
         return None
     try:
@@ -191,33 +189,6 @@ def use_multithreaded_convolutions(environ: MutableMapping[str, str] | None = No
     if _YNN_FLAG_NAME in flags or not jaxlib_knows(*_YNN_MARKERS):
         return False
     environ["XLA_FLAGS"] = f"{flags} {_YNN_FLAG}".strip()
-    return True
-
-
-_COLLECTIVE_FLAG_NAME = "xla_cpu_collective_call_terminate_timeout_seconds"
-# Seconds one CPU device waits for the others at a collective before XLA aborts the process.
-COLLECTIVE_TIMEOUT_S = 1800
-
-
-def patient_collectives(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Lets a CPU device wait `COLLECTIVE_TIMEOUT_S` for the others at a collective; before
-    any JAX op.
-
-    XLA:CPU aborts the whole process when a device waits more than 40 s (its default) for the
-    others at an all-reduce. With one device per core the devices share the cores, and one
-    can lag that far behind: the cifar_cpu evaluation was killed 13 minutes in, in white-box
-    AutoAttack's eager verdict between components, after the last batch's APGD-T. This adds
-    `--xla_cpu_collective_call_terminate_timeout_seconds=1800` to XLA_FLAGS, unless XLA_FLAGS
-    already sets it or the installed jaxlib does not know it.
-
-    Returns:
-      Whether the flag was added.
-    """
-    environ = os.environ if environ is None else environ
-    flags = environ.get("XLA_FLAGS", "")
-    if _COLLECTIVE_FLAG_NAME in flags or not jaxlib_knows(_COLLECTIVE_FLAG_NAME.encode()):
-        return False
-    environ["XLA_FLAGS"] = f"{flags} --{_COLLECTIVE_FLAG_NAME}={COLLECTIVE_TIMEOUT_S}".strip()
     return True
 
 

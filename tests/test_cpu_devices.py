@@ -59,16 +59,13 @@ def test_configure_before_jax_starts_gives_the_devices():
         "import jax, jax.numpy as jnp\n"
         "conv = lambda x, w: jax.lax.conv(x, w, (1, 1), 'SAME')\n"
         "hlo = jax.jit(conv).lower(jnp.ones((2, 8, 8, 8)), jnp.ones((8, 8, 3, 3))).compile()\n"
-        "import os\n"
-        "patient = 'collective_call_terminate' in os.environ.get('XLA_FLAGS', '')\n"
-        "print(n, len(jax.devices()), 'ynn' in hlo.as_text(), patient)\n"
+        "print(n, len(jax.devices()), 'ynn' in hlo.as_text())\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    count, devices, ynn, patient = out.stdout.split()
+    count, devices, ynn = out.stdout.split()
     assert (count, devices) == ("3", "3")
-    assert patient == str(cpu_devices.jaxlib_knows(cpu_devices._COLLECTIVE_FLAG_NAME.encode()))
     if cpu_devices.jaxlib_knows(*cpu_devices._YNN_MARKERS):
         assert ynn == "False"  # the convolution stayed on XLA's multi-threaded kernels
 
@@ -83,18 +80,6 @@ def test_convolution_flag_only_where_jaxlib_knows_it_and_never_over_the_users():
     assert not cpu_devices.use_multithreaded_convolutions(mine)
     assert mine == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}
     assert not cpu_devices.jaxlib_knows(b"no jaxlib holds this \x00\x01 string")
-
-
-def test_collective_timeout_flag_only_where_jaxlib_knows_it_and_never_over_the_users():
-    known = cpu_devices.jaxlib_knows(cpu_devices._COLLECTIVE_FLAG_NAME.encode())
-    environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
-    assert cpu_devices.patient_collectives(environ) == known
-    if known:
-        flag = "--xla_cpu_collective_call_terminate_timeout_seconds=1800"
-        assert environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {flag}"
-    mine = {"XLA_FLAGS": "--xla_cpu_collective_call_terminate_timeout_seconds=5"}
-    assert not cpu_devices.patient_collectives(mine)
-    assert mine == {"XLA_FLAGS": "--xla_cpu_collective_call_terminate_timeout_seconds=5"}
 
 
 def test_without_multithreaded_convolutions_removes_only_capjax_flag():

@@ -122,7 +122,11 @@ def _gathered_step(run, verdict, x, y, keys, x_adv, robust, salt):
         return x_adv, robust
     # Pad with copies of one example so that batch sizes, hence compilations, stay few.
     rows = np.concatenate([idx, np.full(_bucket(idx.size, x.shape[0]) - idx.size, idx[0])])
-    out = run(x[rows], y[rows], keys[rows])
+    # Finished before the verdict's ops are dispatched: with the batch sharded over several
+    # CPU devices, an attack program still running beside newly dispatched eager ops twice
+    # left XLA:CPU's devices waiting for each other at an all-reduce, for good (the cifar_cpu
+    # white-box AutoAttack on 2,000 images; 500 had run three times without it).
+    out = jax.block_until_ready(run(x[rows], y[rows], keys[rows]))
     broken = np.asarray(~verdict(out, y[rows], salt))[: idx.size]
     x_adv = x_adv.at[idx[broken]].set(out[: idx.size][broken])
     return x_adv, robust.at[idx[broken]].set(False)

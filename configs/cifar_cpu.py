@@ -108,7 +108,8 @@ def eval_rows() -> dict:
     attacks. Through the purifiers PGD-40 leaves almost none: run on its own over 100 images,
     end-to-end AutoAttack took 150 s through CAFD and 617 s through CAP-GAN (third test run,
     docs/cifar_cpu.md), which is what kept it to 100 images; after PGD-40 it attacks the
-    survivors of all 2,000.
+    survivors of all 2,000. Through CAP-GAN that still took 622 s for 3 survivors: the cost
+    is compiling and running each component's loops through the generator, not the images.
     """
     return numbered(
         {

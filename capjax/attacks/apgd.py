@@ -11,7 +11,9 @@ iterations, a random start on the eps-sphere, and APGD-T on the targeted DLR los
 
 Every example carries its own state (step size, best point, checkpoint statistics) and draws
 its randomness from its own key, so an example's result does not depend on the rest of the
-batch. The checkpoints are static, so one attack is one compiled loop (`attack_loop`).
+batch. The checkpoints are static, so one attack is one compiled loop (`attack_loop`); on
+XLA:CPU outside jit it runs instead as host calls of short unrolled programs
+(`host_loop`), each compiled once and reused by every target, restart and later call.
 """
 
 from __future__ import annotations
@@ -30,17 +32,22 @@ from capjax.attacks._common import (
     attack_loop,
     attack_objective,
     best_of_runs,
+    best_of_runs_from_host,
     check_attack_inputs,
     check_count,
     default_unroll,
     dlr_targeted,
     example_keys,
+    host_loop,
     input_gradient_with_aux,
     is_adversarial,
+    merge_rows,
     normalize_direction,
     num_classes_of,
+    parallel_chunk,
     project,
     require_key,
+    run_chunk,
 )
 
 # Momentum of the APGD update (the paper's alpha); the first step has none.
@@ -137,27 +144,11 @@ def _per_example(v: jax.Array, ndim: int) -> jax.Array:
     return v.reshape(v.shape + (1,) * (ndim - 1))
 
 
-def _apgd_run(
-    evaluate: Callable,
-    objective: Callable,
-    succeeded: Callable,
-    x: jax.Array,
-    x_start: jax.Array,
-    eps: Any,
-    rho: Any,
-    norm: str,
-    steps: int,
-    unroll: bool | int | None,
-) -> RunResult:
-    """One APGD run from x_start: (best adversarial or highest-loss point, success, loss)."""
-    checks = checkpoints(steps)
-    window = np.zeros(max(steps, 1), np.float32)
-    window[list(checks)] = list(checks.values())
-    window = jnp.asarray(window)
-    n = x.shape[0]
-    at = lambda v: _per_example(v, x.ndim)  # noqa: E731
+def _apgd_start(evaluate, objective, succeeded, x_start, eps) -> _State:
+    """The state of a run before its first step: x_start evaluated."""
+    n = x_start.shape[0]
     values, logits, grad = evaluate(objective, x_start, 0)
-    init = _State(
+    return _State(
         x=x_start,
         x_prev=x_start,
         grad=grad,
@@ -172,6 +163,24 @@ def _apgd_run(
         loss_best_at_check=values,
         reduced_at_check=jnp.ones((n,), bool),
     )
+
+
+def _apgd_body(
+    evaluate: Callable,
+    objective: Callable,
+    succeeded: Callable,
+    x: jax.Array,
+    eps: Any,
+    rho: Any,
+    norm: str,
+    steps: int,
+) -> Callable[[Any, _State], _State]:
+    """`body(i, state) -> state`: APGD iteration i (0-based) of a `steps`-iteration run."""
+    checks = checkpoints(steps)
+    window = np.zeros(max(steps, 1), np.float32)
+    window[list(checks)] = list(checks.values())
+    window = jnp.asarray(window)
+    at = lambda v: _per_example(v, x.ndim)  # noqa: E731
 
     def body(i, s: _State) -> _State:
         momentum = jnp.where(i == 0, 1.0, MOMENTUM).astype(x.dtype)
@@ -210,29 +219,102 @@ def _apgd_run(
             reduced_at_check=jnp.where(at_check, reduce, s.reduced_at_check),
         )
 
+    return body
+
+
+def _apgd_result(s: _State) -> RunResult:
+    """A run's outcome: its latest successful point, else its highest-loss point."""
+    found = _per_example(s.success, s.x.ndim)
+    return RunResult(jnp.where(found, s.x_found, s.x_best), s.success, s.loss_best)
+
+
+def _apgd_run(
+    evaluate: Callable,
+    objective: Callable,
+    succeeded: Callable,
+    x: jax.Array,
+    x_start: jax.Array,
+    eps: Any,
+    rho: Any,
+    norm: str,
+    steps: int,
+    unroll: bool | int | None,
+) -> RunResult:
+    """One APGD run from x_start, as one compiled loop: `_apgd_result` of its last state."""
+    init = _apgd_start(evaluate, objective, succeeded, x_start, eps)
+    body = _apgd_body(evaluate, objective, succeeded, x, eps, rho, norm, steps)
     if unroll is None:
         unroll = default_unroll(
             steps, full_max=APGD_CPU_FULL_UNROLL_MAX_STEPS, body=body, init=init
         )
-    s = attack_loop(steps, body, init, unroll)
-    return RunResult(jnp.where(at(s.success), s.x_found, s.x_best), s.success, s.loss_best)
+    return _apgd_result(attack_loop(steps, body, init, unroll))
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "norm",
-        "steps",
-        "loss",
-        "mode",
-        "restarts",
-        "num_target_classes",
-        "eot_iter",
-        "randomized",
-        "unroll",
-        "parallel_runs",
-    ),
+class _Setup(NamedTuple):
+    """What every run of one call shares: computed once from the clean batch."""
+
+    clean_success: jax.Array  # (N,) x already succeeds
+    targets_by_run: jax.Array  # (N, T) APGD-T's target classes (T = 0 for other modes)
+    model_key: jax.Array  # the model's own randomness (randomized models; else unused)
+
+
+def _setup(logits_fn, x, y, keys, mode: str, num_target_classes: int, randomized: bool):
+    if randomized:
+        # The model's own randomness, apart from the examples' keys.
+        clean_key, model_key = jax.random.split(jax.random.fold_in(keys[0], 0x6D6F64))
+        clean_logits = logits_fn(x, clean_key)
+    else:
+        model_key, clean_logits = keys[0], logits_fn(x)
+    # Targets: the classes ranked 2nd, 3rd, ... by the clean logits (reference order).
+    ranked = jnp.argsort(-clean_logits.astype(jnp.float32), axis=-1)
+    targets_by_run = ranked[:, 1 : num_target_classes + 1]
+    return _Setup(is_adversarial(clean_logits, y, mode == "targeted"), targets_by_run, model_key)
+
+
+def _run_problem(logits_fn, data, eps, model_key, run_ids, rows, statics):
+    """(evaluate, objective, succeeded, xs, x_start) of one run of each example: `data`,
+    (x, y, keys, targets_by_run), at `rows` (None: as given), each in run `run_ids`;
+    `statics`: the call's static settings (`_STATICS`)."""
+    mode, loss, restarts = statics["mode"], statics["loss"], statics["restarts"]
+    if rows is not None:
+        data = jax.tree.map(lambda a: a[rows], data)
+    xs, labels, keys, targets_by_run = data
+    model_key = model_key if statics["randomized"] else None
+    evaluate = _evaluator(logits_fn, statics["randomized"], statics["eot_iter"], model_key)
+    if mode == "top-k":
+        column = (run_ids // restarts)[:, None]
+        targets = jnp.take_along_axis(targets_by_run, column, axis=1)[:, 0]
+        objective = lambda z: dlr_targeted(z, targets, labels)  # noqa: E731
+    else:
+        base = attack_objective(loss, mode == "targeted")
+        objective = lambda z: base(z, labels)  # noqa: E731
+    succeeded = lambda z: is_adversarial(z, labels, mode == "targeted")  # noqa: E731
+    run_keys = jax.vmap(jax.random.fold_in)(keys, run_ids)
+    return evaluate, objective, succeeded, xs, _sphere_start(run_keys, xs, eps, statics["norm"])
+
+
+def _finish(x, eps, setup: _Setup, best: RunResult, norm: str, randomized: bool) -> jax.Array:
+    keep_x = setup.clean_success
+    if randomized:  # the reference returns x where no draw was ever fooled
+        keep_x = keep_x | ~best.success
+    x_adv = jnp.where(_per_example(keep_x, x.ndim), x, best.x_adv)
+    return project(x_adv, x, eps, norm)
+
+
+# The static settings of one call; they key the compiled programs.
+_STATICS = (
+    "norm",
+    "steps",
+    "loss",
+    "mode",
+    "restarts",
+    "num_target_classes",
+    "eot_iter",
+    "randomized",
 )
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS + ("unroll", "parallel_runs"))
 def _apgd(
     logits_fn: Callable,
     x: jax.Array,
@@ -241,52 +323,137 @@ def _apgd(
     rho: Any,
     keys: jax.Array,
     *,
-    norm: str,
-    steps: int,
-    loss: str,
-    mode: str,
-    restarts: int,
-    num_target_classes: int,
-    eot_iter: int,
-    randomized: bool,
     unroll: bool | int | None,
     parallel_runs: bool | int | None,
+    **statics: Any,
 ) -> jax.Array:
-    """mode: "untargeted" (y true labels), "targeted" (y targets) or "top-k" (APGD-T)."""
-    if randomized:
-        # The model's own randomness, apart from the examples' keys.
-        clean_key, model_key = jax.random.split(jax.random.fold_in(keys[0], 0x6D6F64))
-        clean_logits = logits_fn(x, clean_key)
-    else:
-        model_key, clean_logits = None, logits_fn(x)
-    evaluate = _evaluator(logits_fn, randomized, eot_iter, model_key)
-    clean_success = is_adversarial(clean_logits, y, mode == "targeted")
-    runs = restarts
-    if mode == "top-k":
-        # Targets: the classes ranked 2nd, 3rd, ... by the clean logits (reference order).
-        ranked = jnp.argsort(-clean_logits.astype(jnp.float32), axis=-1)
-        targets_by_run = ranked[:, 1 : num_target_classes + 1]
-        runs = restarts * num_target_classes
+    """The whole attack as one program. statics["mode"]: "untargeted" (y true labels),
+    "targeted" (y targets) or "top-k" (APGD-T)."""
+    setup = _setup(
+        logits_fn,
+        x,
+        y,
+        keys,
+        statics["mode"],
+        statics["num_target_classes"],
+        statics["randomized"],
+    )
 
     def run(run_ids: jax.Array, rows: jax.Array) -> RunResult:
-        xs, labels = x[rows], y[rows]
-        if mode == "top-k":
-            targets = targets_by_run[rows, run_ids // restarts]
-            objective = lambda z: dlr_targeted(z, targets, labels)  # noqa: E731
-        else:
-            base = attack_objective(loss, mode == "targeted")
-            objective = lambda z: base(z, labels)  # noqa: E731
-        succeeded = lambda z: is_adversarial(z, labels, mode == "targeted")  # noqa: E731
-        run_keys = jax.vmap(jax.random.fold_in)(keys[rows], run_ids)
-        x_start = _sphere_start(run_keys, xs, eps, norm)
-        return _apgd_run(evaluate, objective, succeeded, xs, x_start, eps, rho, norm, steps, unroll)
+        data = (x, y, keys, setup.targets_by_run)
+        evaluate, objective, succeeded, xs, x_start = _run_problem(
+            logits_fn, data, eps, setup.model_key, run_ids, rows, statics
+        )
+        return _apgd_run(
+            evaluate,
+            objective,
+            succeeded,
+            xs,
+            x_start,
+            eps,
+            rho,
+            statics["norm"],
+            statics["steps"],
+            unroll,
+        )
 
-    best = best_of_runs(run, runs, x.shape[0], parallel_runs)
-    keep_x = clean_success
-    if randomized:  # the reference returns x where no draw was ever fooled
-        keep_x = keep_x | ~best.success
-    x_adv = jnp.where(_per_example(keep_x, x.ndim), x, best.x_adv)
-    return project(x_adv, x, eps, norm)
+    best = best_of_runs(run, _num_runs(statics), x.shape[0], parallel_runs)
+    return _finish(x, eps, setup, best, statics["norm"], statics["randomized"])
+
+
+def _num_runs(statics) -> int:
+    if statics["mode"] == "top-k":
+        return statics["restarts"] * statics["num_target_classes"]
+    return statics["restarts"]
+
+
+# The host-driven path (`host_loop`): the same attack as programs of `length`
+# iterations, each compiled once per shape and reused by every run and every later call.
+_setup_program = jax.jit(_setup, static_argnames=("mode", "num_target_classes", "randomized"))
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS)
+def _start_program(logits_fn, part, eps, model_key, run, **statics) -> _State:
+    run_ids = jnp.full(part[1].shape, run, jnp.int32)
+    evaluate, objective, succeeded, _, x_start = _run_problem(
+        logits_fn, part, eps, model_key, run_ids, None, statics
+    )
+    return _apgd_start(evaluate, objective, succeeded, x_start, eps)
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS + ("length", "unroll"))
+def _chunk_program(
+    logits_fn, part, eps, rho, model_key, run, state, first, *, length, unroll, **statics
+) -> _State:
+    run_ids = jnp.full(part[1].shape, run, jnp.int32)
+    evaluate, objective, succeeded, xs, _ = _run_problem(
+        logits_fn, part, eps, model_key, run_ids, None, statics
+    )
+    body = _apgd_body(
+        evaluate, objective, succeeded, xs, eps, rho, statics["norm"], statics["steps"]
+    )
+    return run_chunk(body, state, first, length, unroll)
+
+
+@jax.jit
+def _end_program(rows, state: _State, best: RunResult | None) -> RunResult:
+    return merge_rows(best, rows, _apgd_result(state))
+
+
+_finish_program = jax.jit(_finish, static_argnames=("norm", "randomized"))
+
+
+def _apgd_from_host(logits_fn, x, y, eps, rho, keys, loop, **statics) -> jax.Array:
+    """`_apgd` with its loops driven from the host (`best_of_runs_from_host`: each run on the
+    examples no earlier run broke); the same result up to float rounding."""
+    randomized = statics["randomized"]
+    setup = _setup_program(
+        logits_fn,
+        x,
+        y,
+        keys,
+        mode=statics["mode"],
+        num_target_classes=statics["num_target_classes"],
+        randomized=randomized,
+    )
+    best = best_of_runs_from_host(
+        _num_runs(statics),
+        (x, y, keys, setup.targets_by_run),
+        loop.chunks,
+        lambda run, part: _start_program(logits_fn, part, eps, setup.model_key, run, **statics),
+        lambda run, part, state, first, length: _chunk_program(
+            logits_fn,
+            part,
+            eps,
+            rho,
+            setup.model_key,
+            run,
+            state,
+            first,
+            length=length,
+            unroll=loop.unroll,
+            **statics,
+        ),
+        lambda rows, part, state, best: _end_program(rows, state, best),
+        # A randomized model's draws depend on the whole batch: keep every row.
+        gather=not randomized,
+    )
+    return _finish_program(x, eps, setup, best, norm=statics["norm"], randomized=randomized)
+
+
+def _run_apgd(logits_fn, x, y, eps, rho, keys, *, unroll, parallel_runs, **statics):
+    """Host-driven on XLA:CPU outside jit (`host_loop`), else one program."""
+    logits_fn = as_pytree_fn(logits_fn)
+    loop = None
+    if unroll is None and parallel_chunk(parallel_runs, _num_runs(statics)) == 1:
+        loop = host_loop(
+            statics["steps"], logits_fn, x, statics["randomized"], inputs=(y, eps, rho, keys)
+        )
+    if loop is None:
+        return _apgd(
+            logits_fn, x, y, eps, rho, keys, unroll=unroll, parallel_runs=parallel_runs, **statics
+        )
+    return _apgd_from_host(logits_fn, x, y, eps, rho, keys, loop, **statics)
 
 
 def _prepare(
@@ -375,7 +542,9 @@ def apgd(
         off the last draw, as in fra31/auto-attack.
       randomized: `logits_fn` takes a key as second argument; as in the reference, an
         example never fooled comes back as x (not as its highest-loss point).
-      unroll: loop unrolling, see `attack_loop` (None: `default_unroll(steps)`).
+      unroll: loop unrolling, see `attack_loop`. None: on XLA:CPU outside jit the loop is
+        driven from the host (`host_loop`: 10-iteration programs), else
+        `default_unroll(steps)`; an explicit value keeps one compiled loop.
       parallel_runs: restarts batched at once: None/False one at a time (memory bounded by
         the batch), True all, k k at a time; see `best_of_runs`.
       validate: check input values (outside jit).
@@ -404,8 +573,8 @@ def apgd(
     )
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
-    return _apgd(
-        as_pytree_fn(logits_fn),
+    return _run_apgd(
+        logits_fn,
         x,
         y,
         eps,
@@ -484,8 +653,8 @@ def apgd_t(
         )
     # Strongly typed float32 scalars: a Python float and an array give the same trace.
     eps, rho = jnp.asarray(eps, jnp.float32), jnp.asarray(rho, jnp.float32)
-    return _apgd(
-        as_pytree_fn(logits_fn),
+    return _run_apgd(
+        logits_fn,
         x,
         y,
         eps,

@@ -20,7 +20,8 @@ broke it (x itself when none did, or when x is already misclassified).
 Two ways to run, with the same per-example answer for deterministic models:
 - gather (default outside jit): between components the still-robust examples are gathered
   on the host and only they are attacked (padded to a power-of-two count to bound
-  recompilation), so later components cost what the reference's do;
+  recompilation), so later components cost what the reference's do; on XLA:CPU, APGD-T's and
+  FAB-T's targets gather the same way between runs (`_common.best_of_runs_from_host`);
 - full batch (under jit, or `gather_robust=False`): every component runs on the whole batch
   (static shapes) and only the still-robust examples take its result; a component is skipped
   when no example is left.
@@ -43,7 +44,9 @@ from capjax.attacks._common import (
     example_keys,
     is_traced,
     num_classes_of,
+    padded_rows,
     require_key,
+    take_rows,
 )
 from capjax.attacks.apgd import apgd, apgd_t
 from capjax.attacks.fab import fab
@@ -110,23 +113,19 @@ def _model_key(key: jax.Array, salt: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(base, 0x72616E64), salt)
 
 
-def _bucket(count: int, n: int) -> int:
-    """Padded batch size for `count` examples: the next power of two, at most n."""
-    return min(n, 1 << max(count - 1, 0).bit_length())
-
-
 def _gathered_step(run, verdict, x, y, keys, x_adv, robust, salt):
     """Attacks the still-robust examples only (host gather); returns (x_adv, robust)."""
     idx = np.flatnonzero(np.asarray(robust))
     if idx.size == 0:
         return x_adv, robust
     # Pad with copies of one example so that batch sizes, hence compilations, stay few.
-    rows = np.concatenate([idx, np.full(_bucket(idx.size, x.shape[0]) - idx.size, idx[0])])
+    rows = padded_rows(idx, x.shape[0])
     # Finished before the verdict's ops are dispatched: with the batch sharded over several
     # CPU devices, an attack program still running beside newly dispatched eager ops twice
     # left XLA:CPU's devices waiting for each other at an all-reduce, for good (the cifar_cpu
     # white-box AutoAttack on 2,000 images; 500 had run three times without it).
-    out = jax.block_until_ready(run(x[rows], y[rows], keys[rows]))
+    # take_rows keeps a batch split over devices split (else each device attacks all rows).
+    out = jax.block_until_ready(run(*take_rows((x, y, keys), rows)))
     broken = np.asarray(~verdict(out, y[rows], salt))[: idx.size]
     x_adv = x_adv.at[idx[broken]].set(out[: idx.size][broken])
     return x_adv, robust.at[idx[broken]].set(False)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,15 +40,20 @@ from capjax.attacks._common import (
     as_pytree_fn,
     attack_loop,
     best_of_runs,
+    best_of_runs_from_host,
     check_attack_inputs,
     check_count,
     check_nonnegative,
     example_keys,
+    host_loop,
     input_gradient,
     is_adversarial,
+    merge_rows,
     num_classes_of,
+    parallel_chunk,
     project,
     require_key,
+    run_chunk,
 )
 
 # Newton iterations of the projection; convergence (to float precision) typically takes < 10.
@@ -156,20 +161,17 @@ def _boundary(
     return f[rows, k], g[rows, k]
 
 
-def _fab_run(
+def _fab_body(
     logits_fn: Callable,
     x: jax.Array,
     labels: jax.Array,
     targets: jax.Array | None,
-    x_start: jax.Array,
     alpha_max: Any,
     eta: Any,
     beta: Any,
     norm: str,
-    steps: int,
-    unroll: bool | int | None,
-) -> tuple[jax.Array, jax.Array]:
-    """One FAB run: (smallest adversarial point found or x, its distance or inf)."""
+) -> Callable:
+    """`body(i, (x1, best, best_size)) -> carry`: one FAB iteration, points flattened."""
     n = x.shape[0]
     x0 = x.reshape(n, -1).astype(jnp.float32)
     alpha_max, eta, beta = (jnp.asarray(v, jnp.float32) for v in (alpha_max, eta, beta))
@@ -197,8 +199,32 @@ def _fab_run(
         x1 = jnp.where(adv[:, None], x0 + (x1 - x0) * beta, x1)
         return x1, best, best_size
 
-    init = (x_start.reshape(n, -1).astype(jnp.float32), x0, jnp.full((n,), jnp.inf))
-    _, best, best_size = attack_loop(steps, body, init, unroll)
+    return body
+
+
+def _fab_start(x: jax.Array, x_start: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The carry before the first iteration: start point, no adversarial point yet."""
+    n = x.shape[0]
+    flat = lambda v: v.reshape(n, -1).astype(jnp.float32)  # noqa: E731
+    return flat(x_start), flat(x), jnp.full((n,), jnp.inf)
+
+
+def _fab_run(
+    logits_fn: Callable,
+    x: jax.Array,
+    labels: jax.Array,
+    targets: jax.Array | None,
+    x_start: jax.Array,
+    alpha_max: Any,
+    eta: Any,
+    beta: Any,
+    norm: str,
+    steps: int,
+    unroll: bool | int | None,
+) -> tuple[jax.Array, jax.Array]:
+    """One FAB run: (smallest adversarial point found or x, its distance or inf)."""
+    body = _fab_body(logits_fn, x, labels, targets, alpha_max, eta, beta, norm)
+    _, best, best_size = attack_loop(steps, body, _fab_start(x, x_start), unroll)
     return best.reshape(x.shape).astype(x.dtype), best_size
 
 
@@ -216,19 +242,64 @@ def _random_start(keys: jax.Array, x: jax.Array, radius: Any, norm: str) -> jax.
     return jnp.clip(x + delta.astype(x.dtype), 0, 1)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "norm",
-        "steps",
-        "targeted",
-        "num_target_classes",
-        "restarts",
-        "unroll",
-        "parallel_runs",
-        "eps_rule",
-    ),
-)
+class _Setup(NamedTuple):
+    """What every run of one call shares: computed once from the clean batch."""
+
+    clean_wrong: jax.Array  # (N,) x already misclassified
+    targets_by_run: jax.Array  # (N, T) FAB-T's target classes (T = 0 for FAB)
+
+
+def _setup(logits_fn, x, y, num_target_classes: int) -> _Setup:
+    clean_logits = logits_fn(x)
+    ranked = jnp.argsort(-clean_logits.astype(jnp.float32), axis=-1)
+    return _Setup(is_adversarial(clean_logits, y, False), ranked[:, 1 : num_target_classes + 1])
+
+
+def _run_problem(data, eps, run_ids, rows, statics):
+    """(xs, labels, targets, x_start) of one run of each example: `data`,
+    (x, y, keys, targets_by_run), at `rows` (None: as given), each in run `run_ids`."""
+    restarts = statics["restarts"]
+    if rows is not None:
+        data = jax.tree.map(lambda a: a[rows], data)
+    xs, labels, keys, targets_by_run = data
+    targets = None
+    if statics["targeted"]:
+        column = (run_ids // restarts)[:, None]
+        targets = jnp.take_along_axis(targets_by_run, column, axis=1)[:, 0]
+    # The first run of each target starts at x, the others at random (as the reference).
+    run_keys = jax.vmap(jax.random.fold_in)(keys, run_ids)
+    random_start = (run_ids % restarts > 0).reshape((-1,) + (1,) * (xs.ndim - 1))
+    x_start = jnp.where(random_start, _random_start(run_keys, xs, eps / 2, statics["norm"]), xs)
+    return xs, labels, targets, x_start
+
+
+def _run_result(logits_fn, xs, labels, found, size, eps, statics) -> RunResult:
+    """A run's outcome under the call's `eps_rule`, scored by minus its distance."""
+    if statics["eps_rule"] == "project":
+        # Project the smallest adversarial point into the ball; keep it if still wrong.
+        candidate = project(found, xs, eps, statics["norm"])
+        success = jnp.isfinite(size)
+    else:  # the reference: broken only if the smallest adversarial point is within eps
+        candidate = found
+        success = jnp.isfinite(size) & (size <= eps)
+    success = success & is_adversarial(logits_fn(candidate), labels, False)
+    return RunResult(candidate, success, -size)
+
+
+def _finish(x, eps, setup: _Setup, best: RunResult, norm: str) -> jax.Array:
+    keep = (best.success & ~setup.clean_wrong).reshape((-1,) + (1,) * (x.ndim - 1))
+    return project(jnp.where(keep, best.x_adv, x), x, eps, norm)
+
+
+def _num_runs(statics) -> int:
+    return statics["restarts"] * max(statics["num_target_classes"], 1)
+
+
+# The static settings of one call; they key the compiled programs.
+_STATICS = ("norm", "steps", "targeted", "num_target_classes", "restarts", "eps_rule")
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS + ("unroll", "parallel_runs"))
 def _fab(
     logits_fn: Callable,
     x: jax.Array,
@@ -239,46 +310,108 @@ def _fab(
     beta: Any,
     keys: jax.Array,
     *,
-    norm: str,
-    steps: int,
-    targeted: bool,
-    num_target_classes: int,
-    restarts: int,
     unroll: bool | int | None,
     parallel_runs: bool | int | None,
-    eps_rule: str,
+    **statics: Any,
 ) -> jax.Array:
-    clean_logits = logits_fn(x)
-    clean_wrong = is_adversarial(clean_logits, y, False)
-    runs = restarts
-    if targeted:
-        ranked = jnp.argsort(-clean_logits.astype(jnp.float32), axis=-1)
-        targets_by_run = ranked[:, 1 : num_target_classes + 1]
-        runs = restarts * num_target_classes
+    """The whole attack as one program."""
+    setup = _setup(logits_fn, x, y, statics["num_target_classes"])
 
     def run(run_ids: jax.Array, rows: jax.Array) -> RunResult:
-        xs, labels = x[rows], y[rows]
-        targets = targets_by_run[rows, run_ids // restarts] if targeted else None
-        # The first run of each target starts at x, the others at random (as the reference).
-        run_keys = jax.vmap(jax.random.fold_in)(keys[rows], run_ids)
-        random_start = (run_ids % restarts > 0).reshape((-1,) + (1,) * (x.ndim - 1))
-        x_start = jnp.where(random_start, _random_start(run_keys, xs, eps / 2, norm), xs)
+        data = (x, y, keys, setup.targets_by_run)
+        xs, labels, targets, x_start = _run_problem(data, eps, run_ids, rows, statics)
         found, size = _fab_run(
-            logits_fn, xs, labels, targets, x_start, alpha_max, eta, beta, norm, steps, unroll
+            logits_fn,
+            xs,
+            labels,
+            targets,
+            x_start,
+            alpha_max,
+            eta,
+            beta,
+            statics["norm"],
+            statics["steps"],
+            unroll,
         )
-        if eps_rule == "project":
-            # Project the smallest adversarial point into the ball; keep it if still wrong.
-            candidate = project(found, xs, eps, norm)
-            success = jnp.isfinite(size)
-        else:  # the reference: broken only if the smallest adversarial point is within eps
-            candidate = found
-            success = jnp.isfinite(size) & (size <= eps)
-        success = success & is_adversarial(logits_fn(candidate), labels, False)
-        return RunResult(candidate, success, -size)
+        return _run_result(logits_fn, xs, labels, found, size, eps, statics)
 
-    best = best_of_runs(run, runs, x.shape[0], parallel_runs)
-    keep = (best.success & ~clean_wrong).reshape((-1,) + (1,) * (x.ndim - 1))
-    return project(jnp.where(keep, best.x_adv, x), x, eps, norm)
+    best = best_of_runs(run, _num_runs(statics), x.shape[0], parallel_runs)
+    return _finish(x, eps, setup, best, statics["norm"])
+
+
+# The host-driven path (`host_loop`): the same attack as programs of `length`
+# iterations, each compiled once per shape and reused by every run and every later call.
+_setup_program = jax.jit(_setup, static_argnames=("num_target_classes",))
+_finish_program = jax.jit(_finish, static_argnames=("norm",))
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS)
+def _start_program(part, eps, run, **statics):
+    run_ids = jnp.full(part[1].shape, run, jnp.int32)
+    xs, _, _, x_start = _run_problem(part, eps, run_ids, None, statics)
+    return _fab_start(xs, x_start)
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS + ("length", "unroll"))
+def _chunk_program(
+    logits_fn, part, eps, alpha_max, eta, beta, run, carry, first, *, length, unroll, **statics
+):
+    run_ids = jnp.full(part[1].shape, run, jnp.int32)
+    xs, labels, targets, _ = _run_problem(part, eps, run_ids, None, statics)
+    body = _fab_body(logits_fn, xs, labels, targets, alpha_max, eta, beta, statics["norm"])
+    return run_chunk(body, carry, first, length, unroll)
+
+
+@functools.partial(jax.jit, static_argnames=_STATICS)
+def _end_program(logits_fn, eps, rows, part, carry, best, **statics):
+    xs, labels = part[0], part[1]
+    _, found, size = carry
+    found = found.reshape(xs.shape).astype(xs.dtype)
+    return merge_rows(best, rows, _run_result(logits_fn, xs, labels, found, size, eps, statics))
+
+
+def _fab_from_host(logits_fn, x, y, eps, alpha_max, eta, beta, keys, loop, **statics):
+    """`_fab` with its loops driven from the host (`best_of_runs_from_host`: each run on the
+    examples no earlier run broke); the same result up to float rounding."""
+    setup = _setup_program(logits_fn, x, y, num_target_classes=statics["num_target_classes"])
+    best = best_of_runs_from_host(
+        _num_runs(statics),
+        (x, y, keys, setup.targets_by_run),
+        loop.chunks,
+        lambda run, part: _start_program(part, eps, run, **statics),
+        lambda run, part, carry, first, length: _chunk_program(
+            logits_fn,
+            part,
+            eps,
+            alpha_max,
+            eta,
+            beta,
+            run,
+            carry,
+            first,
+            length=length,
+            unroll=loop.unroll,
+            **statics,
+        ),
+        lambda rows, part, carry, best: _end_program(
+            logits_fn, eps, rows, part, carry, best, **statics
+        ),
+    )
+    return _finish_program(x, eps, setup, best, norm=statics["norm"])
+
+
+def _run_fab(logits_fn, x, y, eps, alpha_max, eta, beta, keys, *, unroll, parallel_runs, **statics):
+    """Host-driven on XLA:CPU outside jit (`host_loop`), else one program."""
+    logits_fn = as_pytree_fn(logits_fn)
+    loop = None
+    if unroll is None and parallel_chunk(parallel_runs, _num_runs(statics)) == 1:
+        loop = host_loop(
+            statics["steps"], logits_fn, x, inputs=(y, eps, alpha_max, eta, beta, keys)
+        )
+    args = (logits_fn, x, y, eps, alpha_max, eta, beta, keys)
+    if loop is None:
+        return _fab(*args, unroll=unroll, parallel_runs=parallel_runs, **statics)
+    return _fab_from_host(*args, loop, **statics)
 
 
 def fab(
@@ -320,7 +453,9 @@ def fab(
       restarts: runs per target; all but the first start at a random point.
       key: `jax.random` key (or (N,) keys) for the random starts; needed when restarts > 1.
       alpha_max, eta, beta: the paper's maximal bias towards x, overshoot and backward step.
-      unroll: loop unrolling, see `attack_loop`.
+      unroll: loop unrolling, see `attack_loop`. None: on XLA:CPU outside jit the loop is
+        driven from the host (`host_loop`: 10-iteration programs); an explicit value
+        keeps one compiled loop.
       parallel_runs: targets x restarts batched at once: None/False one at a time (memory
         bounded by the batch), True all, k k at a time; see `best_of_runs`.
       eps_rule: when an example counts as broken: "minimal_norm" (fra31/auto-attack's rule:
@@ -357,8 +492,8 @@ def fab(
         jnp.asarray(eta, jnp.float32),
         jnp.asarray(beta, jnp.float32),
     )
-    return _fab(
-        as_pytree_fn(logits_fn),
+    return _run_fab(
+        logits_fn,
         x,
         y,
         eps,

@@ -1,10 +1,16 @@
 """`python -m capjax.bench attacks`: compile time, images/s and loop overhead of each attack.
 
 Runs every attack named in `--attacks` on a randomly initialised classifier and random
-images (throughput does not depend on the weights), jitted with the model variables as
-arguments, as a user's evaluation would. Per attack it prints:
+images (throughput does not depend on the weights), labelled with the model's own clean
+predictions so that every image starts correctly classified (attacks that stop early, such as
+APGD-T's later targets once every image is broken, do their full work until then), jitted with
+the model variables as arguments, as a user's evaluation would; with `--eager`, called outside
+jit on `attacks.flax_logits_fn(model, variables)`, as a user's script and AutoAttack's
+components call them (on XLA:CPU, APGD and FAB then drive their loops from the host,
+`capjax.attacks._common.host_loop_chunks`). Per attack it prints:
 
-- compile (s): `jax.jit(...).lower(...).compile()` wall time;
+- compile (s): `jax.jit(...).lower(...).compile()` wall time (with `--eager`: the first
+  call's wall time minus a steady call's);
 - images/s: batch / median wall time of `--repeats` steady-state calls (`block_until_ready`);
 - grads: input-gradient evaluations per call (steps x restarts x binary-search rounds x
   target classes, as the call's options say);
@@ -18,11 +24,15 @@ SPSA: forward passes) and composites (AutoAttack); read their overhead with that
 
 Attack names are functions of `capjax.attacks` submodules, optionally followed by a step
 count: `pgd20` is `pgd(..., steps=20)`, `cw_l2100` is `cw_l2(..., steps=100)`. Options not
-given take the bench table `SETTINGS` below, then eps = 8/255, step_size = 2/255, steps = 10.
+given take the bench table `SETTINGS` below, then eps = 8/255 (`--eps`), step_size = 2/255,
+steps = 10. On random weights a small eps (`--eps 0.05`) leaves every image robust, so that
+APGD-T and FAB-T run all their targets.
 
     python -m capjax.bench attacks --model tiny --batch 128
     python -m capjax.bench attacks --model resnet18 --dtype bfloat16 --attacks pgd10,apgd100
     python -m capjax.bench attacks --model maxpool_cnn --attacks apgd100 --tiled-max-pool
+    python -m capjax.bench attacks --model maxpool_cnn --batch 100 --attacks apgd_t100 \
+        --tiled-max-pool --eager --eps 0.05
 """
 
 from __future__ import annotations
@@ -233,6 +243,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="every attack's eps in units of 1/255 (default: the bench's, 8/255)",
+    )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="call each attack outside jit, as a user's script and AutoAttack's components "
+        "do, on `attacks.flax_logits_fn(model, variables)`; compile (s) is then the first "
+        "call's wall time minus a steady call's",
+    )
+    parser.add_argument(
         "--tiled-max-pool",
         action="store_true",
         help="run the model through attacks.tiled_max_pool (its 2x2 max pools as reshape + "
@@ -254,6 +277,9 @@ def run(argv: list[str]) -> None:
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
     if args.tiled_max_pool:
         model = TiledPoolModel(model)
+    # The model's own clean predictions: every image starts correctly classified.
+    y = jnp.argmax(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x), -1)
+    y = y.astype(jnp.int32)
     key = jax.random.key(1)
     unroll = None
     if args.unroll is not None:
@@ -266,7 +292,11 @@ def run(argv: list[str]) -> None:
     if (peak := bf16_peak_flops()) is not None:
         print(f"dense bfloat16 peak of these devices: {peak / 1e12:,.0f} TFLOP/s (datasheet)")
     tiled = " (through attacks.tiled_max_pool)" if args.tiled_max_pool else ""
-    print(f"model={args.model}{tiled} dtype={args.dtype} batch={args.batch} image=32x32x3")
+    mode = " called eagerly (--eager)" if args.eager else " jitted"
+    eps = f" eps={args.eps:g}/255" if args.eps is not None else ""
+    print(
+        f"model={args.model}{tiled} dtype={args.dtype} batch={args.batch} image=32x32x3{eps}{mode}"
+    )
     print(baseline.describe() + "\n")
 
     rows = []
@@ -276,6 +306,8 @@ def run(argv: list[str]) -> None:
         params = inspect.signature(fn).parameters
         if unroll is not None and "unroll" in params:
             options["unroll"] = unroll
+        if args.eps is not None and "eps" in params:
+            options["eps"] = args.eps / 255
         k = grad_count(fn, options)
         start = time.perf_counter()
         rows.append(bench_attack(name, fn, options, variables, x, y, key, model, args, baseline, k))
@@ -301,8 +333,11 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline,
         return out[0] if isinstance(out, tuple) else out
 
     call_args = (variables, x, y, key)
-    compiled, compile_s = compile_timed(attack, call_args)
-    t = timed(compiled, call_args, args.repeats)
+    if args.eager and kind == "logits_fn":
+        compile_s, t = eager_timings(fn, options, variables, x, y, key, model, args.repeats)
+    else:
+        compiled, compile_s = compile_timed(attack, call_args)
+        t = timed(compiled, call_args, args.repeats)
     shown = {o: v for o, v in options.items() if o in COST_OPTIONS or o == "unroll"}
     return {
         "attack": name,
@@ -315,6 +350,36 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline,
         "GFLOP/s": baseline.gflops(t, k),
         **peak_fraction(baseline, t, k, args.dtype),
     }
+
+
+def eager_timings(fn, options, variables, x, y, key, model, repeats) -> tuple[float, float]:
+    """(first call - steady call, steady call) seconds of `fn` called outside jit on the
+    model as a `flax_logits_fn` Partial (through `tiled_max_pool` for a `TiledPoolModel`),
+    so that a later call reuses the programs the first one compiled."""
+    from capjax.attacks import flax_logits_fn, tiled_max_pool
+
+    if isinstance(model, TiledPoolModel):
+        logits_fn = tiled_max_pool(flax_logits_fn(model.model, variables, train=False))
+    else:
+        logits_fn = flax_logits_fn(model, variables, train=False)
+    params = inspect.signature(fn).parameters
+    positional = (x, y) if "y" in params else (x,)
+    extra = {"key": key} if "key" in params else {}
+
+    def call():
+        out = fn(logits_fn, *positional, **options, **extra)
+        return jax.block_until_ready(out[0] if isinstance(out, tuple) else out)
+
+    start = time.perf_counter()
+    call()
+    first = time.perf_counter() - start
+    steady = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        call()
+        steady.append(time.perf_counter() - start)
+    t = float(np.median(steady))
+    return first - t, t
 
 
 def peak_fraction(baseline: GradientBaseline, seconds: float, grads: int, dtype: str) -> dict:

@@ -1,11 +1,16 @@
 """The AutoAttack row of `python -m capjax.bench compare --attack autoattack`.
 
 AutoAttack standard (APGD-CE, APGD-T, FAB-T, Square; L-inf, eps `--eps`/255) run by
-`capjax.attacks.autoattack` and by `torchattacks.AutoAttack(version="standard")` on the
-model's PyTorch twin (`capjax.bench.torch_twins`, checked against the Flax model before
-anything is timed, as for PGD). Both get the same images and labels, as a user hands them
-over (capjax gathers the still-robust examples between components, torchattacks'
-MultiAttack does the same).
+`capjax.attacks.autoattack` and by torchattacks on the model's PyTorch twin
+(`capjax.bench.torch_twins`, checked against the Flax model before anything is timed, as
+for PGD). Both get the same images and labels, as a user hands them over (capjax gathers the
+still-robust examples between components, torchattacks' MultiAttack does the same).
+
+torchattacks appears twice. `torchattacks.AutoAttack(version="standard")` (3.5.1) builds
+APGD, APGD-T and FAB-T with their class defaults of 10 iterations, where fra31/auto-attack's
+standard version, and capjax's, run 100: a tenth of the gradient steps, so it is a cheaper
+and weaker attack. The like-for-like row, "torchattacks (100 steps)", is the same MultiAttack
+built with 100 iterations (`torchattacks_standard`).
 
 Each library is called twice on the same batch: the first call's wall time includes
 capjax's tracing and compilation (torch has none, but its first call warms cuDNN), the second
@@ -67,16 +72,45 @@ def timed_twice(call: Callable[[], Any]) -> tuple[float, float, Any]:
     return times[0], times[1], out
 
 
-def torchattacks_autoattack(mods, model, variables, x, y, eps: float, device: str) -> Callable:
-    """call() -> x_adv (NHWC numpy) of torchattacks' AutoAttack standard on the twin."""
+# torchattacks 3.5.1's AutoAttack builds APGD, APGD-T and FAB-T with their class defaults,
+# 10 iterations, where fra31/auto-attack's standard version (and capjax's) runs 100.
+TORCHATTACKS_STOCK_STEPS = 10
+REFERENCE_STEPS = 100
+TORCH_100 = "torchattacks (100 steps)"
+TORCH_STOCK = "torchattacks (its AutoAttack: 10 steps)"
+
+
+def torchattacks_standard(mods, twin, eps: float, num_classes: int, steps: int | None):
+    """AutoAttack standard in torchattacks: `steps` None is `torchattacks.AutoAttack`
+    itself; an int builds the same MultiAttack (APGD-CE, APGD-T, FAB-T, Square 5000
+    queries, one run each, seed 0) with that many iterations, as fra31/auto-attack runs it."""
+    ta = mods.torchattacks
+    if steps is None:
+        return ta.AutoAttack(
+            twin, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=0
+        )
+    common = {"norm": "Linf", "eps": eps, "seed": 0, "n_restarts": 1}
+    return ta.MultiAttack(
+        [
+            ta.APGD(twin, steps=steps, loss="ce", **common),
+            ta.APGDT(twin, steps=steps, n_classes=num_classes, **common),
+            ta.FAB(twin, steps=steps, multi_targeted=True, n_classes=num_classes, **common),
+            ta.Square(twin, n_queries=5000, p_init=0.8, **common),
+        ]
+    )
+
+
+def torchattacks_autoattack(
+    mods, model, variables, x, y, eps: float, device: str, steps: int | None = REFERENCE_STEPS
+) -> Callable:
+    """call() -> x_adv (NHWC numpy) of torchattacks' AutoAttack standard on the twin
+    (`torchattacks_standard`)."""
     torch = mods.torch
     twin, device, line = checked_twin(torch, model, variables, x, device)
     print(f"{line}; torch runs on {device}")
     images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
     labels = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
-    attack = mods.torchattacks.AutoAttack(
-        twin, norm="Linf", eps=eps, version="standard", n_classes=model.num_classes, seed=0
-    )
+    attack = torchattacks_standard(mods, twin, eps, model.num_classes, steps)
 
     def call():
         x_adv = attack(images, labels)
@@ -130,12 +164,11 @@ def bench_autoattack(
     if "torchattacks" in peers:
         mods = peers["torchattacks"]
         try:
-            calls["torchattacks"] = torchattacks_autoattack(
-                mods, model, variables, x, y, eps, device(mods.torch)
-            )
-            versions["torchattacks"] = (
-                f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
-            )
+            for row, steps in ((TORCH_100, REFERENCE_STEPS), (TORCH_STOCK, None)):
+                calls[row] = torchattacks_autoattack(
+                    mods, model, variables, x, y, eps, device(mods.torch), steps
+                )
+                versions[row] = f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
         except SystemExit:
             raise
         except Exception as err:

@@ -11,6 +11,7 @@ from capjax.models import get_classifier
 
 # The package's names shadow its submodules (attacks.apgd is the function).
 apgd_module = importlib.import_module("capjax.attacks.apgd")
+fab_module = importlib.import_module("capjax.attacks.fab")
 square_module = importlib.import_module("capjax.attacks.square")
 
 
@@ -35,7 +36,9 @@ def test_same_logits_as_the_closure():
 @pytest.mark.parametrize(
     "attack, jitted, options",
     [
-        (attacks.apgd, apgd_module._apgd, {"steps": 2}),
+        # On CPU outside jit the loop is driven from the host: its chunk is the program.
+        (attacks.apgd, apgd_module._chunk_program, {"steps": 2}),
+        (attacks.fab, fab_module._chunk_program, {"steps": 2, "num_target_classes": 1}),
         (attacks.square, square_module._square, {"steps": 2}),
     ],
 )

@@ -219,3 +219,21 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
     assert "+0.0 ± 0.0" in rows[5] and "100.0%" in rows[5]
     for r in rows[3:]:
         assert float(r.split("|")[-2]) <= 0.25 + 1e-3  # max |x_adv - x| x 255 within eps
+
+
+def test_torchattacks_autoattack_rows_run_100_steps_and_its_stock_10():
+    """The like-for-like torchattacks row runs fra31's 100 iterations; torchattacks' own
+    AutoAttack (3.5.1) builds APGD, APGD-T and FAB-T with their 10-iteration defaults."""
+    mods, why = compare.load_peer("torchattacks")
+    if mods is None:
+        pytest.skip(why)
+    twin = mods.torch.nn.Sequential(mods.torch.nn.Flatten(), mods.torch.nn.Linear(12, 10))
+    like = compare_autoattack.torchattacks_standard(mods, twin, 0.1, 10, 100)
+    stock = compare_autoattack.torchattacks_standard(mods, twin, 0.1, 10, None)
+
+    def steps(multi):
+        return [getattr(a, "steps", None) or a.n_queries for a in multi.attacks]
+
+    assert steps(like) == [100, 100, 100, 5000]
+    stock_steps = [compare_autoattack.TORCHATTACKS_STOCK_STEPS] * 3 + [5000]
+    assert steps(stock._autoattack) == stock_steps

@@ -328,7 +328,7 @@ def attack_loop(
     return jax.lax.fori_loop(0, steps, body, init, unroll=max(1, min(int(unroll), steps)))
 
 
-# Iterations per program when an attack drives its loop from the host (`host_loop_chunks`).
+# Iterations per program when an attack drives its loop from the host (`host_loop`).
 HOST_LOOP_CHUNK = 10
 
 

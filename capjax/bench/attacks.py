@@ -7,7 +7,7 @@ APGD-T's later targets once every image is broken, do their full work until then
 the model variables as arguments, as a user's evaluation would; with `--eager`, called outside
 jit on `attacks.flax_logits_fn(model, variables)`, as a user's script and AutoAttack's
 components call them (on XLA:CPU, APGD and FAB then drive their loops from the host,
-`capjax.attacks._common.host_loop_chunks`). Per attack it prints:
+`capjax.attacks._common.host_loop`). Per attack it prints:
 
 - compile (s): `jax.jit(...).lower(...).compile()` wall time (with `--eager`: the first
   call's wall time minus a steady call's);

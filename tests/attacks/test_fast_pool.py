@@ -80,7 +80,7 @@ def test_a_second_attack_call_reuses_the_compiled_program():
     model, variables, x = _setup()
     y = jnp.array([0, 1, 2])
     other = jax.tree.map(lambda v: v * 1.01, variables)
-    # Whether the loop is one program or driven from the host (`host_loop_chunks`).
+    # Whether the loop is one program or driven from the host (`host_loop`).
     programs = lambda: (  # noqa: E731
         apgd_module._apgd._cache_size() + apgd_module._chunk_program._cache_size()
     )

@@ -1,4 +1,4 @@
-"""Attack loops driven from the host on XLA:CPU (`host_loop_chunks`): same answers as one
+"""Attack loops driven from the host on XLA:CPU (`host_loop`): same answers as one
 compiled program, chunked as documented, and only where it applies."""
 
 from __future__ import annotations

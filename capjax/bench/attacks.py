@@ -253,7 +253,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="call each attack outside jit, as a user's script and AutoAttack's components "
         "do, on `attacks.flax_logits_fn(model, variables)`; compile (s) is then the first "
-        "call's wall time minus a steady call's",
+        "call's wall time minus a steady call's (attacks on features or class activations "
+        "stay jitted)",
     )
     parser.add_argument(
         "--tiled-max-pool",

@@ -55,9 +55,15 @@ _DEFAULT_UNROLL = 1
 
 
 def p_schedule(step: jax.Array, steps: int, p_init: Any, rescale: bool) -> jax.Array:
-    """The fraction of pixels the window covers at `step` (0-based)."""
-    t = (step * 10000) // max(steps, 1) if rescale else step
-    halvings = sum((t > h).astype(jnp.float32) for h in _P_HALVINGS)
+    """The fraction of pixels the window covers at `step` (0-based).
+
+    The reference halves p_init once `t > h` for each h of `_P_HALVINGS`, with t = step, or
+    t = floor(step * 10000 / steps) when rescaled. Each test is turned into a step threshold
+    on the host (t > h exactly when step >= ceil((h + 1) * steps / 10000)), so that no
+    product overflows int32 however long the run."""
+    n = max(steps, 1)
+    firsts = [-(-(h + 1) * n // 10000) if rescale else h + 1 for h in _P_HALVINGS]
+    halvings = sum((step >= first).astype(jnp.float32) for first in firsts)
     return jnp.asarray(p_init, jnp.float32) / 2.0**halvings
 
 

@@ -42,17 +42,17 @@ def reference_p(it: int, n_iters: int, p_init: float, rescale: bool) -> float:
     return p_init / 2**halvings
 
 
+@pytest.mark.parametrize("rescale", [True, False])
 @pytest.mark.parametrize("steps", [7, 300, 1000, 5000, 9999, 400_000])
-def test_p_schedule_matches_the_reference_at_every_length(steps):
+def test_p_schedule_matches_the_reference_at_every_length(steps, rescale):
     # 400,000 steps: step * 10000 passes int32 there, which once wrapped the schedule back to
     # p_init (step 300,000 gave 0.8 instead of 0.8 / 512).
     grid = np.unique(np.linspace(0, steps - 1, num=min(steps, 3000)).astype(int))
     changes = [int(np.ceil((h + 1) * steps / 10000)) + d for h in (10, 500, 8000) for d in (-1, 0)]
     grid = np.unique(np.concatenate([grid, np.clip(changes, 0, steps - 1)]))
-    for rescale in (True, False):
-        got = jax.vmap(lambda s: p_schedule(s, steps, 0.8, rescale))(jnp.asarray(grid))
-        want = [reference_p(int(i), steps, 0.8, rescale) for i in grid]
-        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
+    got = jax.vmap(lambda s: p_schedule(s, steps, 0.8, rescale))(jnp.asarray(grid))
+    want = [reference_p(int(i), steps, 0.8, rescale) for i in grid]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6)
 
 
 def test_square_300_queries_breaks_the_fixture_inside_the_ball(clf, square_8):

@@ -222,8 +222,9 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
 
 
 def test_torchattacks_autoattack_rows_run_100_steps_and_its_stock_10():
-    """The like-for-like torchattacks row runs fra31's 100 iterations; torchattacks' own
-    AutoAttack (3.5.1) builds APGD, APGD-T and FAB-T with their 10-iteration defaults."""
+    """The like-for-like torchattacks row runs fra31's 100 iterations and Square schedule;
+    torchattacks' own AutoAttack (3.5.1) builds APGD, APGD-T and FAB-T with their
+    10-iteration defaults and Square with its rescaled schedule."""
     mods, why = compare.load_peer("torchattacks")
     if mods is None:
         pytest.skip(why)
@@ -237,3 +238,7 @@ def test_torchattacks_autoattack_rows_run_100_steps_and_its_stock_10():
     assert steps(like) == [100, 100, 100, 5000]
     stock_steps = [compare_autoattack.TORCHATTACKS_STOCK_STEPS] * 3 + [5000]
     assert steps(stock._autoattack) == stock_steps
+    # fra31's AutoAttack runs Square on the unrescaled schedule, as capjax's does; torchattacks'
+    # own AutoAttack keeps its class default (rescaled).
+    assert like.attacks[-1].rescale_schedule is False
+    assert stock._autoattack.attacks[-1].rescale_schedule is True

@@ -34,8 +34,11 @@ Facts taken from the authors' public code (dwDavidxd/CAFD, `example_cam.py`: `CA
   the argmax of the logits of whatever input it is given, and `cam_criteria` calls it on x_adv
   and on x). The argmax carries no gradient. The paper agrees: Section 3.2 defines W_x by the
   predicted class c_x of x, and Eq. 7 compares W_x with the weights of the restored image.
-- The authors hook the output of the last `nn.Conv2d` module; capjax uses the feature map the
-  head pools (the classifier's `return_features=True` output), which is CAM's definition.
+- The authors hook the output of the last `nn.Conv2d` module (before its BatchNorm) and
+  min-max normalise before upsampling; capjax's default is the feature map the head pools
+  (the classifier's `return_features=True` output), which is CAM's definition, normalised
+  after upsampling. Both of the authors' choices are options: `normalize_order` here, and
+  the feature source in `capjax.defenses.cafd.frozen_target_fn` (`feature_source`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ from capjax.attacks._common import (
 DISTANCES = ("mse", "l2")
 NORMALIZATIONS = ("per_image", "batch", None)
 KINDS = ("features", "map")
+# When the min-max normalisation happens relative to the bilinear upsampling: capjax's
+# default normalises the upsampled maps; the authors' code normalises the feature-resolution
+# maps, then upsamples.
+NORMALIZE_ORDERS = ("after_upsampling", "before_upsampling")
 # Min-max normalisation divides by max(range, NORMALIZE_FLOOR): a constant map (e.g. all zero
 # after the ReLU, when no feature supports the predicted class) becomes 0 instead of NaN,
 # while any map with a real range still reaches 1 (to within an ulp) at its maximum. (The
@@ -87,14 +94,25 @@ def _min_max_normalize(maps: jax.Array, normalize: str | None) -> jax.Array:
     return jnp.clip((maps - lo) / jnp.maximum(hi - lo, NORMALIZE_FLOOR), 0, 1)
 
 
-def _finish(maps: jax.Array, size: tuple[int, int] | None, normalize: str | None) -> jax.Array:
-    """Bilinear upsampling of (N, h, w, ...) maps to `size`, then min-max normalisation.
+def _finish(
+    maps: jax.Array,
+    size: tuple[int, int] | None,
+    normalize: str | None,
+    normalize_order: str = "after_upsampling",
+) -> jax.Array:
+    """Bilinear upsampling of (N, h, w, ...) maps to `size` and min-max normalisation, in
+    `normalize_order`.
 
-    The authors normalise before upsampling. Bilinear interpolation preserves affine maps, so
-    the two orders differ only in which extremes set the scale; normalising last makes every
-    non-constant map span [0, 1] (its minimum exactly 0, its maximum 1 to within an ulp).
+    The authors normalise before upsampling ("before_upsampling"). Bilinear interpolation
+    preserves affine maps, so the two orders differ only in which extremes set the scale;
+    normalising last ("after_upsampling", capjax's default) makes every non-constant map span
+    [0, 1] (its minimum exactly 0, its maximum 1 to within an ulp), where upsampling after
+    the normalisation usually leaves the maximum below 1.
     """
     _check_choice("normalize", normalize, NORMALIZATIONS)
+    _check_choice("normalize_order", normalize_order, NORMALIZE_ORDERS)
+    if normalize_order == "before_upsampling":
+        maps = _min_max_normalize(maps, normalize)
     if size is not None:
         size = tuple(int(s) for s in size)
         if len(size) != 2 or min(size) < 1:
@@ -102,7 +120,9 @@ def _finish(maps: jax.Array, size: tuple[int, int] | None, normalize: str | None
         # jax.image.resize only touches dims whose size changes, i.e. (h, w); its bilinear
         # kernel with half-pixel centres is PyTorch's interpolate(..., align_corners=False).
         maps = jax.image.resize(maps, maps.shape[:1] + size + maps.shape[3:], "bilinear")
-    return _min_max_normalize(maps, normalize)
+    if normalize_order == "after_upsampling":
+        maps = _min_max_normalize(maps, normalize)
+    return maps
 
 
 def _class_weighted(features: jax.Array, head_kernel: jax.Array, classes: jax.Array):
@@ -131,6 +151,7 @@ def class_activation_features(
     *,
     size: tuple[int, int] | None = None,
     normalize: str | None = "per_image",
+    normalize_order: str = "after_upsampling",
 ) -> jax.Array:
     """CAFD's class activation features: ReLU(features * head_kernel[:, class]) per channel.
 
@@ -141,12 +162,13 @@ def class_activation_features(
       size: (H, W) to upsample to bilinearly, or None to keep (h, w).
       normalize: min-max normalisation "per_image" (over h, w and C), "batch" (over
         everything; the authors' code) or None. See `NORMALIZE_FLOOR` for constant maps.
+      normalize_order: "after_upsampling" (default) or "before_upsampling" (the authors').
 
     Returns:
       (N, H, W, C) float32 (at least); in [0, 1] when normalised.
     """
     weighted = _class_weighted(features, head_kernel, classes)
-    return _finish(jax.nn.relu(weighted), size, normalize)
+    return _finish(jax.nn.relu(weighted), size, normalize, normalize_order)
 
 
 def class_activation_maps(
@@ -156,6 +178,7 @@ def class_activation_maps(
     *,
     size: tuple[int, int] | None = None,
     normalize: str | None = "per_image",
+    normalize_order: str = "after_upsampling",
 ) -> jax.Array:
     """Class activation maps (Zhou et al., 2016): ReLU(sum_c features[..., c] * W[c, class]).
 
@@ -166,7 +189,7 @@ def class_activation_maps(
       (to within an ulp) for every non-constant map under "per_image".
     """
     weighted = _class_weighted(features, head_kernel, classes)
-    return _finish(jax.nn.relu(jnp.sum(weighted, axis=-1)), size, normalize)
+    return _finish(jax.nn.relu(jnp.sum(weighted, axis=-1)), size, normalize, normalize_order)
 
 
 def class_activation_features_fn(
@@ -176,6 +199,7 @@ def class_activation_features_fn(
     kind: str = "features",
     size: Size = "input",
     normalize: str | None = "per_image",
+    normalize_order: str = "after_upsampling",
 ) -> Callable[[jax.Array], jax.Array]:
     """Returns `x -> class activation features (or map) of each image's predicted class`.
 
@@ -192,9 +216,11 @@ def class_activation_features_fn(
       size: "input" to upsample to the input's (H, W) (the authors: 32x32), an (H, W) tuple,
         or None for the feature map's own resolution.
       normalize: "per_image", "batch" (the authors' code) or None.
+      normalize_order: "after_upsampling" (default) or "before_upsampling" (the authors').
     """
     _check_choice("kind", kind, KINDS)
     _check_choice("normalize", normalize, NORMALIZATIONS)
+    _check_choice("normalize_order", normalize_order, NORMALIZE_ORDERS)
     if not (size is None or size == "input" or (isinstance(size, Sequence) and len(size) == 2)):
         raise ValueError(f"size must be 'input', (height, width) or None, got {size!r}.")
     compute = class_activation_features if kind == "features" else class_activation_maps
@@ -203,7 +229,14 @@ def class_activation_features_fn(
         logits, features = logits_and_features_fn(x)
         classes = jnp.argmax(jax.lax.stop_gradient(logits), axis=-1)
         out_size = tuple(x.shape[1:3]) if size == "input" else size
-        return compute(features, head_kernel, classes, size=out_size, normalize=normalize)
+        return compute(
+            features,
+            head_kernel,
+            classes,
+            size=out_size,
+            normalize=normalize,
+            normalize_order=normalize_order,
+        )
 
     return class_activation_fn
 

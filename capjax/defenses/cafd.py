@@ -26,6 +26,22 @@ last-conv features + 1e-3 x MSE of the class weight rows; GAN weight 5e-3; Adam 
 PyTorch-style L2 weight decay 2e-4 (`optax.chain(optax.add_decayed_weights(2e-4),
 optax.adam(schedule))`) for both networks, lr x0.3 after epochs 40, 50, 60 of 70, batch 300;
 one discriminator step, then one denoiser step, per batch.
+
+Where capjax departs from the authors' code (`train_or_test_denoiser.py`,
+`networks/denoiser.py`), by choice:
+- CAFA examples are made afresh against P at every training step, from the batch's clean
+  images (Algorithm 1 inside Algorithm 2). The authors attack the training set once, save
+  the pairs as .npy files, and train on those fixed pairs for all 70 epochs.
+- One Adam state per network for the whole run. The authors build new Adam optimisers at
+  the start of every epoch (inside `train(epoch)`), which resets Adam's moments each epoch.
+- BatchNorm keeps PyTorch's default running-average weight (flax momentum 0.9, PyTorch
+  0.1). The authors' denoiser sets PyTorch momentum 0.9, i.e. each batch's statistics
+  weigh 0.9 in the running estimate (flax momentum 0.1).
+- P's features are, by default, the map its head pools (after the last BatchNorm and
+  ReLU), and CAFA's maps are normalised after upsampling. The authors hook the last
+  convolution's output, before BatchNorm, and normalise before upsampling: both are options
+  (`feature_source="last_conv"`, `cam_normalize_order="before_upsampling"`), compared on
+  CIFAR-10 in docs/cifar_cpu.md.
 """
 
 from __future__ import annotations
@@ -42,6 +58,7 @@ import optax
 
 from capjax import data as data_lib
 from capjax.attacks.feature import (
+    NORMALIZE_ORDERS,
     cafa,
     class_activation_features,
     class_activation_features_fn,
@@ -53,6 +70,7 @@ LOSS_FORMS = ("eq6", "eq7")
 CLASS_WEIGHTS = ("softmax", "argmax")
 CAM_CLASSES = ("clean", "own")
 CAM_KINDS = ("features", "map")
+FEATURE_SOURCES = ("head_input", "last_conv")
 # Eq. 10 weights. lambda1 = 1e3 on CIFAR-10 and 1e2 on SVHN; lambda2 = 5e-3 (authors' code).
 LAMBDA_CAF_CIFAR10 = 1e3
 LAMBDA_CAF_SVHN = 1e2
@@ -75,15 +93,56 @@ def _out_size(size: Size, x: jax.Array) -> tuple[int, int] | None:
     return tuple(x.shape[1:3]) if size == "input" else size
 
 
-def frozen_target_fn(model: nn.Module, variables: Any) -> TargetFn:
+def _last_conv_output(model: nn.Module, variables: Any, x: jax.Array):
+    """(logits, output of the last `nn.Conv` that `model` calls) in eval mode.
+
+    The convolutions are recorded in call order as the model is traced (Flax calls the
+    `capture_intermediates` filter at each module call), so "last" means last executed, not
+    last declared. In a residual network that can be a shortcut projection.
+    """
+    called: list[tuple[str, ...]] = []
+
+    def record_conv(module: nn.Module, method_name: str) -> bool:
+        if isinstance(module, nn.Conv) and method_name == "__call__":
+            called.append(tuple(module.scope.path))
+            return True
+        return False
+
+    logits, state = model.apply(
+        variables, x, train=False, capture_intermediates=record_conv, mutable=["intermediates"]
+    )
+    if not called:
+        raise ValueError(
+            f"feature_source='last_conv': {type(model).__name__} calls no flax.linen.Conv, so "
+            "there is no last convolution to take the features from."
+        )
+    node = state["intermediates"]
+    for name in called[-1]:
+        node = node[name]
+    return logits, node["__call__"][0]
+
+
+def frozen_target_fn(
+    model: nn.Module, variables: Any, feature_source: str = "head_input"
+) -> TargetFn:
     """x -> (logits, features) of a capjax classifier in eval mode, its variables constant.
 
     The variables pass through `stop_gradient`, so no gradient ever reaches the target, and
     `train=False` means its batch statistics are only read.
+
+    Args:
+      model, variables: a capjax zoo classifier (or any with the same interface).
+      feature_source: "head_input" (default): the map the head pools, i.e. the model's
+        `return_features=True` output, after the last BatchNorm and ReLU (CAM's definition);
+        "last_conv": the output of the last convolution the model calls, before its
+        BatchNorm (the authors' hook on the last `nn.Conv2d`).
     """
+    _check_choice("feature_source", feature_source, FEATURE_SOURCES)
 
     def target_fn(x: jax.Array) -> tuple[jax.Array, jax.Array]:
         frozen = jax.lax.stop_gradient(variables)
+        if feature_source == "last_conv":
+            return _last_conv_output(model, frozen, x)
         return model.apply(frozen, x, train=False, return_features=True)
 
     return target_fn
@@ -99,6 +158,7 @@ def caf_loss_eq6(
     kind: str = "features",
     size: Size = "input",
     normalize: str | None = "per_image",
+    normalize_order: str = "after_upsampling",
 ) -> jax.Array:
     """Eq. 6: MSE between the class activation features of the restored and the clean image.
 
@@ -115,7 +175,7 @@ def caf_loss_eq6(
         predicted class); see the module docstring.
       kind: "features" (per-channel Phi, the paper's) or "map" (their channel sum, the CAM).
       size: "input", (H, W) or None (the feature map's resolution).
-      normalize: "per_image", "batch" or None, as in CAFA.
+      normalize, normalize_order: as in CAFA (`class_activation_features`).
 
     Returns:
       Scalar float32, the batch mean; exactly 0 when x_hat == x_clean.
@@ -130,7 +190,9 @@ def caf_loss_eq6(
     hat_classes = clean_classes
     if cam_classes == "own":
         hat_classes = jnp.argmax(jax.lax.stop_gradient(hat_logits), axis=-1)
-    options = dict(size=_out_size(size, x_hat), normalize=normalize)
+    options = dict(
+        size=_out_size(size, x_hat), normalize=normalize, normalize_order=normalize_order
+    )
     phi_clean = compute(clean_features, kernel, clean_classes, **options)
     phi_hat = compute(hat_features, kernel, hat_classes, **options)
     return jnp.mean(feature_distance(phi_hat, phi_clean, "mse"))
@@ -306,6 +368,10 @@ class CAFDTrainer:
       cam_classes: Eq. 6's "clean" (default) or "own"; see the module docstring.
       cam_kind, cam_size, cam_normalize: the class activation representation of CAFA and
         Eq. 6 ("features", "input", "per_image"; "batch" is the authors' normalisation).
+      cam_normalize_order: "after_upsampling" (default) or "before_upsampling" (the
+        authors'), for CAFA and Eq. 6 (Eq. 7 compares unnormalised features).
+      feature_source: P's features for CAFA and L_caf, "head_input" (default) or
+        "last_conv" (the authors'); see `frozen_target_fn`.
       lambda_caf, lambda_adv: Eq. 10's lambda1 and lambda2.
       attack_eps, attack_step_size, attack_steps: CAFA's budget, step and iterations.
       unroll: CAFA's loop unrolling (`capjax.attacks._common.attack_loop`).
@@ -325,6 +391,8 @@ class CAFDTrainer:
     cam_kind: str = "features"
     cam_size: Size = "input"
     cam_normalize: str | None = "per_image"
+    cam_normalize_order: str = "after_upsampling"
+    feature_source: str = "head_input"
     lambda_caf: float = LAMBDA_CAF_CIFAR10
     lambda_adv: float = LAMBDA_ADV
     attack_eps: float = 8 / 255
@@ -337,6 +405,8 @@ class CAFDTrainer:
         _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _check_choice("cam_classes", self.cam_classes, CAM_CLASSES)
         _check_choice("cam_kind", self.cam_kind, CAM_KINDS)
+        _check_choice("feature_source", self.feature_source, FEATURE_SOURCES)
+        _check_choice("cam_normalize_order", self.cam_normalize_order, NORMALIZE_ORDERS)
         if not 0 <= self.attack_eps <= 1:
             raise ValueError(
                 f"attack_eps={self.attack_eps} must be in [0, 1] (the [0, 1] pixel scale: "
@@ -348,11 +418,14 @@ class CAFDTrainer:
                 "layer's kernel (capjax zoo classifiers name it 'head')."
             )
 
+    def _target_fn(self, target_variables: Any) -> TargetFn:
+        return frozen_target_fn(self.target, target_variables, self.feature_source)
+
     def _check_target_features(self, x: jax.Array) -> None:
         """Fails before any compilation unless P gives (logits, last conv features) for x."""
         name = type(self.target).__name__
         try:
-            out = jax.eval_shape(frozen_target_fn(self.target, self.target_variables), x)
+            out = jax.eval_shape(self._target_fn(self.target_variables), x)
         except TypeError as error:
             raise ValueError(
                 f"The target classifier {name} cannot return its features ({error}). CAFD "
@@ -386,11 +459,12 @@ class CAFDTrainer:
     def attack(self, target_variables: Any, x: jax.Array, key: jax.Array) -> jax.Array:
         """CAFA examples (Algorithm 1) for clean x (N, H, W, C) in [0, 1], against P."""
         caf_fn = class_activation_features_fn(
-            frozen_target_fn(self.target, target_variables),
+            self._target_fn(target_variables),
             target_variables["params"]["head"]["kernel"],
             kind=self.cam_kind,
             size=self.cam_size,
             normalize=self.cam_normalize,
+            normalize_order=self.cam_normalize_order,
         )
         x_adv = cafa(
             caf_fn,
@@ -406,7 +480,7 @@ class CAFDTrainer:
 
     def caf_loss(self, target_variables: Any, x_hat: jax.Array, x: jax.Array) -> jax.Array:
         """L_caf of the configured form (Eq. 6 or Eq. 7), scalar float32."""
-        target_fn = frozen_target_fn(self.target, target_variables)
+        target_fn = self._target_fn(target_variables)
         kernel = target_variables["params"]["head"]["kernel"]
         if self.loss_form == "eq6":
             return caf_loss_eq6(
@@ -418,6 +492,7 @@ class CAFDTrainer:
                 kind=self.cam_kind,
                 size=self.cam_size,
                 normalize=self.cam_normalize,
+                normalize_order=self.cam_normalize_order,
             )
         return caf_loss_eq7(
             target_fn,

@@ -56,6 +56,8 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         class_weights=c.class_weights,
         cam_classes=c.cam_classes,
         cam_normalize=c.cam_normalize,
+        cam_normalize_order=c.cam_normalize_order,
+        feature_source=c.feature_source,
         lambda_caf=c.lambda_caf,
         lambda_adv=c.lambda_adv,
         attack_eps=c.attack.eps,
@@ -76,7 +78,15 @@ def load_purifier(config: ml_collections.ConfigDict, workdir: str):
 
 
 def fingerprint(config) -> dict[str, Any]:
-    return {"task": "cafd", "target": config.target.model.name, "loss_form": config.cafd.loss_form}
+    """The config fields a finished run's checkpoints must match to be resumed or loaded."""
+    c = config.cafd
+    return {
+        "task": "cafd",
+        "target": config.target.model.name,
+        "loss_form": c.loss_form,
+        "feature_source": c.feature_source,
+        "cam_normalize_order": c.cam_normalize_order,
+    }
 
 
 def cam_figure(trainer: CAFDTrainer, state) -> Any:

@@ -121,6 +121,29 @@ def test_upsampled_maps_shape_and_range(trained_classifier):
     assert phi.shape == (16, 32, 32, features.shape[-1])
 
 
+def test_normalize_order_before_upsampling_is_the_authors_order(trained_classifier):
+    """With "before_upsampling", CAFA min-max normalises the feature-resolution maps, then upsamples
+    (the authors' order); without upsampling both orders are the same map."""
+    clf = trained_classifier
+    _, features = clf.model.apply(clf.variables, clf.x[:8], train=False, return_features=True)
+    kernel = clf.variables["params"]["head"]["kernel"]
+    classes = jnp.argmax(clf.logits_fn(clf.x[:8]), -1)
+    for fn in (class_activation_maps, class_activation_features):
+        small = fn(features, kernel, classes, size=None)
+        expected = jax.image.resize(small, small.shape[:1] + (32, 32) + small.shape[3:], "bilinear")
+        before = fn(features, kernel, classes, size=(32, 32), normalize_order="before_upsampling")
+        np.testing.assert_allclose(before, expected, rtol=0, atol=1e-6)
+        after = fn(features, kernel, classes, size=(32, 32))
+        # Half-pixel bilinear 4x upsampling never lands on a source pixel, so the upsampled
+        # maxima fall below the normalised 1 where "after" rescales them back to 1.
+        assert float(jnp.max(before)) < float(jnp.max(after))
+        np.testing.assert_array_equal(
+            fn(features, kernel, classes, size=None, normalize_order="before_upsampling"), small
+        )
+    with pytest.raises(ValueError, match="normalize_order"):
+        class_activation_features_fn(clf.logits_fn, kernel, normalize_order="first")
+
+
 def test_class_activation_fn_uses_the_predicted_class(trained_classifier):
     clf = trained_classifier
     x = clf.x[:16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -342,6 +343,48 @@ def test_sharded_step_matches_single_device(target, step_trainer, jitted_step, i
     for m in sharded_metrics:
         assert set(m) >= {"d_loss", "g_loss", "caf_loss", "gan_loss", "pixel_mse"}
         assert all(v.dtype == jnp.float32 and np.isfinite(v) for v in m.values())
+
+
+def test_last_conv_feature_source_is_the_pre_batchnorm_conv_output(target):
+    """The authors' hook: the last convolution's output, before its BatchNorm and ReLU."""
+    model, variables = target
+    x = jnp.asarray(toy_images(4, seed=5)[0] / 255, jnp.float32)
+    logits, head_input = frozen_target_fn(model, variables)(x)
+    last_logits, last_conv = jax.jit(frozen_target_fn(model, variables, "last_conv"))(x)
+    np.testing.assert_allclose(last_logits, logits, rtol=1e-5, atol=1e-5)
+    _, state = model.apply(
+        variables, x, capture_intermediates=lambda m, _: isinstance(m, nn.Conv), mutable=True
+    )
+    convs = sorted(k for k in state["intermediates"] if k.startswith("Conv_"))
+    expected = state["intermediates"][convs[-1]]["__call__"][0]
+    np.testing.assert_allclose(last_conv, expected, rtol=1e-6, atol=1e-6)
+    assert last_conv.shape[-1] == head_input.shape[-1]
+    assert float(jnp.min(last_conv)) < 0 <= float(jnp.min(head_input))  # before the ReLU
+    with pytest.raises(ValueError, match="feature_source"):
+        frozen_target_fn(model, variables, "penultimate")
+
+
+def test_authors_feature_choices_train_the_denoiser(target):
+    """With the authors' feature source and normalisation order, both CAF losses are zero
+    at x_hat = x, positive otherwise, and send gradient to the denoiser only."""
+    trainer = make_trainer(
+        target, loss_form="eq6", feature_source="last_conv", cam_normalize_order="before_upsampling"
+    )
+    _, variables = target
+    x = jnp.asarray(toy_images(4, seed=6)[0] / 255, jnp.float32)
+    x_adv = jax.jit(trainer.attack)(variables, x, jax.random.key(0))
+    assert float(jnp.max(jnp.abs(x_adv - x))) <= 8 / 255 + 1e-6
+    for form in ("eq6", "eq7"):
+        t = dataclasses.replace(trainer, loss_form=form)
+        assert float(t.caf_loss(variables, x, x)) == 0.0
+        loss, grad = jax.value_and_grad(lambda z, t=t: t.caf_loss(variables, z, x))(x_adv)
+        assert float(loss) > 0 and float(jnp.max(jnp.abs(grad))) > 0, form
+    model = NoFeatures()
+    dense_only = (model, model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3))))
+    with pytest.raises(ValueError, match="calls no flax.linen.Conv"):
+        make_trainer(dense_only, feature_source="last_conv").init_state(
+            jax.random.key(0), (SIZE, SIZE, 3)
+        )
 
 
 def test_configuration_errors_are_loud(target):

@@ -1,7 +1,9 @@
-"""Every `python -m capjax.main ...` command in the README parses, and its run starts.
+"""Every `python -m capjax.main ...` command in the README and the user guides parses, and
+its run starts.
 
-Each command line is read from README.md as printed (continuation lines joined, trailing
-comments dropped), then made test-sized: the config gets its `:smoke` variant, every
+Each command line is read from README.md and the guides in `GUIDES` as printed
+(continuation lines joined, trailing comments dropped; a command printed twice is checked
+once), then made test-sized: the config gets its `:smoke` variant, every
 workdir becomes a folder under tmp_path, and `--config.data.dir` names a tiny generated
 image folder. Its flags are parsed exactly as `capjax.main` parses them
 (`parse_command_line`), every `--config.x=value` must reach the config, and where the
@@ -28,17 +30,33 @@ COMMAND = "python -m capjax.main"
 CLASSES = ("cat", "dog", "frog", "ship")
 
 
+# The README and the user guides it links to: every command printed there is a promise.
+# (docs/cifar_cpu.md and docs/benchmarks.md are dated records of runs, not instructions.)
+GUIDES = (
+    "README.md",
+    "docs/training.md",
+    "docs/defenses.md",
+    "docs/evaluation.md",
+    "docs/attacks.md",
+    "docs/scaling.md",
+)
+
+
 def readme_commands() -> list[list[str]]:
-    """The argument lists of every `python -m capjax.main` command line in README.md."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        text = f.read()
+    """The argument lists of every `python -m capjax.main` command line in the README and
+    the user guides."""
+    text = ""
+    for guide in GUIDES:
+        with open(os.path.join(ROOT, guide), encoding="utf-8") as f:
+            text += f.read() + "\n"
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             if COMMAND not in line:
                 continue
             line = line.split(COMMAND, 1)[1].split(" #", 1)[0]
-            commands.append(shlex.split(line))
+            if shlex.split(line) not in commands:
+                commands.append(shlex.split(line))
     return commands
 
 

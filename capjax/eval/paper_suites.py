@@ -16,7 +16,7 @@ Settings not printed in the papers follow the sources named in `papers/README.md
   (capjax's stAdv optimises with Adam, not L-BFGS), AutoAttack standard, TI-DIM with the
   authors' class defaults (40 steps of 0.01, decay 1, diversity 0.5, kernel 15, sigma 3),
   eps 8/255.
-  FWA is left out (capjax.attacks has no exact Wasserstein projection; README says why).
+  FWA is left out (capjax.attacks has no exact Wasserstein projection; docs/attacks.md says why).
 Accuracies are fractions; the CAFD paper prints error rates, turned here into 1 - error.
 """
 

@@ -83,9 +83,9 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so that `--help` answers without starting JAX.
+    from capjax.core.mesh import distributed_settings, maybe_initialize_distributed
     from capjax.cpu_devices import configure_cpu_devices
     from capjax.train.loop import TrainingDiverged, TrainingInterrupted
-    from capjax.train.mesh import distributed_settings, maybe_initialize_distributed
     from capjax.train.tasks import run_task
 
     if not os.environ.get("CAPJAX_DEBUG"):

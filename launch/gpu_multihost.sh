@@ -105,7 +105,7 @@ if [[ ${#problems[@]} -gt 0 ]]; then
 fi
 [[ "$WORKDIR" != /tmp/* ]] || note "WORKDIR is under /tmp: make sure it is one directory shared by all hosts."
 
-# What capjax.train.mesh.maybe_initialize_distributed() reads.
+# What capjax.core.mesh.maybe_initialize_distributed() reads.
 export_var JAX_COORDINATOR_ADDRESS "$COORDINATOR_ADDRESS"
 export_var JAX_NUM_PROCESSES "$((10#$NUM_PROCESSES))"
 export_var JAX_PROCESS_ID "$((10#$PROCESS_ID))"

@@ -282,7 +282,7 @@ def test_gpu_multihost_exports_what_capjax_reads(sandbox):
     )
     assert "capjax.main --config=configs/demo.py --workdir=/shared/run" in proc.stdout
     assert "process 1 of 2" in proc.stderr
-    from capjax.train.mesh import distributed_settings
+    from capjax.core.mesh import distributed_settings
 
     exported = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2"}
     assert distributed_settings({**exported, "JAX_PROCESS_ID": "1"}) == {

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from capjax.core import mesh as mesh_lib
 from capjax.models.registry import get_classifier
 from capjax.run_once import run_once
-from capjax.train import mesh as mesh_lib
 
 
 def draws(key):

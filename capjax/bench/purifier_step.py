@@ -11,8 +11,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from capjax.core import mesh as mesh_lib
 from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 
 
 @dataclasses.dataclass

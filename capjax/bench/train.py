@@ -20,7 +20,7 @@ import numpy as np
 
 from capjax.bench.report import describe_device, print_table, traced_flops
 from capjax.config_defaults import classifier_config, data_config, model_config
-from capjax.train import mesh as mesh_lib
+from capjax.core import mesh as mesh_lib
 from capjax.train.classifier import build_classifier, make_trainer
 
 

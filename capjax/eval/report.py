@@ -14,11 +14,11 @@ from typing import Any
 
 import jax
 
+from capjax.core.jsonio import write_json
 from capjax.eval import attack_specs, threats
 from capjax.eval.sanity import CHECKS, Flag, SanityReport
 from capjax.eval.suite import RowResult, SuiteResult
 from capjax.eval.summary import interval95
-from capjax.train.checkpoint import write_json
 
 DEFAULT_GROUP = "Results"
 

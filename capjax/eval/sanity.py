@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax import data as data_lib
+from capjax.core import mesh as mesh_lib
 from capjax.eval import attack_specs
 from capjax.eval.defense import Defense
 from capjax.eval.suite import Row, RowResult, SuiteResult, parse_rows
-from capjax.train import mesh as mesh_lib
 
 ZERO_GRADIENT_THRESHOLD = 0.05
 CHECKS = {

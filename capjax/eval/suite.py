@@ -44,10 +44,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from capjax import data as data_lib
+from capjax.core import mesh as mesh_lib
+from capjax.core.jsonio import to_jsonable, write_json
 from capjax.eval import attack_specs, threats
 from capjax.eval.defense import Defense
-from capjax.train import mesh as mesh_lib
-from capjax.train.checkpoint import to_jsonable, write_json
 
 ROW_FIELDS = ("threat", "attack", "group", "paper", "label", "num_examples", "after")
 DEFAULT_EOT_SAMPLES = 8

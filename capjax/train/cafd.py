@@ -17,12 +17,12 @@ from typing import Any
 import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
+from capjax.core import mesh as mesh_lib
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
 from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
 from capjax.train.purifier_task import load_finished_purifier, paper_rows, train_purifier
 

@@ -10,12 +10,10 @@ overwritten.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -121,24 +119,3 @@ class Checkpointer:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
-
-
-def to_jsonable(tree: Any) -> Any:
-    """Converts numpy/jax scalars and arrays in a (nested) dict or list to plain Python."""
-    if isinstance(tree, dict):
-        return {str(k): to_jsonable(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [to_jsonable(v) for v in tree]
-    if isinstance(tree, (jax.Array, np.ndarray, np.generic)):
-        value = np.asarray(tree)
-        return value.item() if value.ndim == 0 else value.tolist()
-    return tree
-
-
-def write_json(path: str, payload: Any) -> None:
-    """Writes JSON atomically (temp file + rename) so readers never see half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(payload), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)

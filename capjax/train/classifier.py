@@ -18,13 +18,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from tqdm.auto import tqdm
 
 from capjax import data as data_lib
+from capjax.core import mesh as mesh_lib
+from capjax.core.jsonio import write_json
+from capjax.eval.accuracy import accuracy
 from capjax.models import classifier_names, get_classifier
-from capjax.train import mesh as mesh_lib
 from capjax.train.adversarial import AdversarialTraining, adversarial_fingerprint
-from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
+from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import FitResult, LoopConfig, append_jsonl, fit
 from capjax.train.optim import make_optimizer, schedule_from_config
 
@@ -232,39 +233,6 @@ class ClassifierTrainer:
 def eval_logits_fn(model, variables) -> Callable[[jax.Array], jax.Array]:
     """`x -> model.apply(variables, x, train=False)`: the classifier as attacks see it."""
     return lambda x: model.apply(variables, x, train=False)
-
-
-def accuracy(
-    logits_fn: Callable[[jax.Array], jax.Array],
-    images,
-    labels,
-    *,
-    batch_size: int,
-    mesh=None,
-    transform: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-    desc: str | None = None,
-) -> float:
-    """Top-1 accuracy of `logits_fn` over uint8 host images, in padded sharded batches.
-
-    Args:
-      transform: optional (x, labels) -> x applied before classification (an attack, say).
-    """
-    mesh = mesh_lib.make_mesh() if mesh is None else mesh
-
-    @jax.jit
-    def correct(batch):
-        x = data_lib.to_float(batch["image"])
-        if transform is not None:
-            x = transform(x, batch["label"])
-        hits = jnp.argmax(logits_fn(x), -1) == batch["label"]
-        return jnp.sum(hits & batch["mask"])
-
-    total = 0
-    batches = data_lib.eval_batches(images, labels, batch_size)
-    num_batches = -(-len(labels) // batch_size)
-    for batch in tqdm(batches, total=num_batches, desc=desc, disable=desc is None, leave=False):
-        total += int(correct(mesh_lib.shard_global_batch(batch, mesh)))
-    return total / len(labels)
 
 
 def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTrainer:

@@ -24,13 +24,13 @@ from typing import Any
 import jax
 import ml_collections
 
+from capjax.core import mesh as mesh_lib
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, plain_rows
 from capjax.eval.summary import write_summary
 from capjax.train import cafd as cafd_task
 from capjax.train import capgan as capgan_task
 from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 
 
 def train_examples(config: ml_collections.ConfigDict, stage) -> int:

@@ -16,12 +16,12 @@ from typing import Any
 
 import ml_collections
 
+from capjax.core import mesh as mesh_lib
 from capjax.eval.defense import Defense
 from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
 from capjax.eval.paper_match import dataset_of, run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 from capjax.train.load_defense import (
     load_classifier,
     load_defense,

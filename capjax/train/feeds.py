@@ -26,7 +26,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
-from capjax.train import mesh as mesh_lib
+from capjax.core import mesh as mesh_lib
 
 FEEDS = ("auto", "device", "host")
 

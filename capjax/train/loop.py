@@ -39,9 +39,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
+from capjax.core import mesh as mesh_lib
+from capjax.core.jsonio import write_json
 from capjax.run_once import run_once
-from capjax.train import mesh as mesh_lib
-from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint, write_json
+from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.feeds import check_feed, make_feed
 
 

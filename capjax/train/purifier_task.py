@@ -18,10 +18,10 @@ import jax
 import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
+from capjax.core import mesh as mesh_lib
 from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.train import classifier as classifier_lib
-from capjax.train import mesh as mesh_lib
 from capjax.train.adversarial import AdversarialTraining
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import LoopConfig, fit

@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from capjax.core import mesh as mesh_lib
 from capjax.defenses import capgan
 from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
 from capjax.models.tiny import TinyCNN
-from capjax.train import mesh as mesh_lib
 
 SHAPE = (32, 32, 3)
 

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from capjax.core import mesh as mesh_lib
 from capjax.eval import attack_specs, sanity, suite
 from capjax.eval.defense import Defense
 from capjax.eval.suite import Row, RowResult, SuiteResult, run_suite
-from capjax.train import mesh as mesh_lib
 
 PGD = {"name": "pgd", "eps": 2 / 255, "step_size": 1 / 255, "steps": 3}
 GRADIENT_ROWS = {

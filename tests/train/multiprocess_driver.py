@@ -64,7 +64,7 @@ def main() -> None:
 
     sys.addaudithook(audit)
 
-    from capjax.train import mesh as mesh_lib
+    from capjax.core import mesh as mesh_lib
 
     mesh_lib.maybe_initialize_distributed()
 

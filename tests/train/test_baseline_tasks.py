@@ -20,7 +20,8 @@ import pytest
 
 from capjax import data as data_lib
 from capjax.attacks import defended
-from capjax.train.classifier import accuracy, restore_classifier
+from capjax.eval.accuracy import accuracy
+from capjax.train.classifier import restore_classifier
 from capjax.train.tasks import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,8 +10,8 @@ import pytest
 
 from capjax import data as data_lib
 from capjax.attacks import defended
+from capjax.eval.accuracy import accuracy
 from capjax.train.cafd import load_purifier
-from capjax.train.classifier import accuracy
 from capjax.train.tasks import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

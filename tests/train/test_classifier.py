@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from capjax.config_defaults import classifier_config, data_config, model_config, shrink_to_smoke
-from capjax.train import mesh as mesh_lib
+from capjax.core import mesh as mesh_lib
 from capjax.train.classifier import make_trainer, restore_classifier, train_classifier
 from capjax.train.loop import TrainingInterrupted
 

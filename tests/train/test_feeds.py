@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from capjax.core import mesh as mesh_lib
 from capjax.data import BatchIterator
 from capjax.train import feeds
-from capjax.train import mesh as mesh_lib
 from capjax.train.checkpoint import Checkpointer
 from capjax.train.loop import LoopConfig, fit
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from capjax.train import mesh as mesh_lib
+from capjax.core import mesh as mesh_lib
 
 
 def test_single_process_without_settings():

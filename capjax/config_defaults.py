@@ -10,6 +10,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from capjax.core.errors import ConfigError
+
 
 def optional_str(value: str | None = None) -> ml_collections.FieldReference:
     """A string field that may be unset (None) and still be set from the command line.
@@ -124,7 +126,7 @@ def parse_variant(arg: str | None) -> dict[str, str]:
 def check_variant(variant: dict[str, str], known: set[str], config_file: str) -> None:
     unknown = set(variant) - known
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown variant {sorted(unknown)} for {config_file}; known: {sorted(known)}."
         )
 

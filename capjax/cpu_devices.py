@@ -40,6 +40,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from capjax.core.errors import ConfigError
+
 ENV = "CAPJAX_CPU_DEVICES"
 _XLA_FLAG = "xla_force_host_platform_device_count"
 # Beyond this many devices, per-device batches get too small to run efficiently.
@@ -66,7 +68,7 @@ def auto_device_count(cores: int, batch_sizes: Sequence[int] = ()) -> int:
     """The largest power of two <= `cores`, at most `MAX_AUTO_DEVICES`, dividing every batch
     size in `batch_sizes` (so that no batch of the run is refused for not splitting evenly)."""
     if cores < 1:
-        raise ValueError(f"cores must be >= 1, got {cores}.")
+        raise ConfigError(f"cores must be >= 1, got {cores}.")
     count = min(MAX_AUTO_DEVICES, 1 << (cores.bit_length() - 1))
     while count > 1 and any(b % count for b in batch_sizes):
         count //= 2
@@ -101,7 +103,7 @@ def requested_device_count(
     except (TypeError, ValueError):
         count = 0
     if count < 1:
-        raise ValueError(
+        raise ConfigError(
             f"{ENV}={setting!r}: use 'auto' (one device per core) or a positive device count "
             "(1 turns the split off)."
         )
@@ -211,7 +213,7 @@ def shard_over_devices(*arrays, devices=None):
     out = []
     for a in arrays:
         if np.shape(a)[0] % len(devices):
-            raise ValueError(
+            raise ConfigError(
                 f"A batch of {np.shape(a)[0]} does not split over {len(devices)} devices; use a "
                 f"multiple of {len(devices)}, or {ENV}=1 to run on one device."
             )

@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from capjax.core.errors import ConfigError
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS, argv: list[str] | None = None):
     """Defines --config and --workdir on `flag_values`; returns their holders.
@@ -92,7 +94,7 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
     try:
         if "://" in _WORKDIR.value:
-            raise ValueError(
+            raise ConfigError(
                 f"--workdir={_WORKDIR.value}: capjax writes its workdir through the local "
                 "filesystem. Mount the bucket (e.g. `gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`, "
                 "as launch/tpu_vm.sh does) and pass the mounted path, /gcs/BUCKET/<run>."
@@ -107,7 +109,7 @@ def main(argv: list[str]) -> None:
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         sys.exit(128 + e.signum)
-    except (TrainingDiverged, ValueError) as e:
+    except (TrainingDiverged, ConfigError) as e:  # anything else keeps its traceback
         if os.environ.get("CAPJAX_DEBUG"):
             raise
         print(f"capjax: {e}\n(set CAPJAX_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -69,6 +69,38 @@ def test_override_and_bad_source_message(tmp_path):
     assert "synthetic" in proc.stderr
 
 
+@pytest.mark.parametrize("error", ["config", "bug"])
+def test_only_configuration_errors_lose_their_traceback(error, tmp_path, monkeypatch, capsys):
+    """A ConfigError becomes one line and exit status 2; any other exception (a ValueError
+    from a bug, say) propagates with its traceback."""
+    from absl import flags
+
+    from capjax import cpu_devices
+    from capjax import main as main_lib
+    from capjax.core.errors import ConfigError
+    from capjax.train import tasks
+
+    def run_task(config, workdir):
+        raise ConfigError("bad field") if error == "config" else ValueError("a bug")
+
+    monkeypatch.setattr(tasks, "run_task", run_task)
+    monkeypatch.setattr(cpu_devices, "configure_cpu_devices", lambda **_: None)
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["capjax.main", "--config=configs/demo.py:smoke"])
+    flags.FLAGS(["capjax.main", "--config=configs/demo.py:smoke", f"--workdir={tmp_path}"])
+    try:
+        if error == "config":
+            with pytest.raises(SystemExit) as exit_info:
+                main_lib.main(["capjax.main"])
+            assert exit_info.value.code == 2
+            assert capsys.readouterr().err.startswith("capjax: bad field\n")
+        else:
+            with pytest.raises(ValueError, match="a bug"):
+                main_lib.main(["capjax.main"])
+    finally:
+        flags.FLAGS.unparse_flags()
+
+
 @pytest.mark.slow
 def test_demo_trains_and_evaluates_three_defenses(tmp_path):
     proc = run_main("--config=configs/demo.py:smoke", f"--workdir={tmp_path}")

@@ -91,6 +91,7 @@ from capjax.bench.report import (
     print_table,
     spread_over_devices,
 )
+from capjax.core.errors import ConfigError
 from capjax.cpu_devices import without_multithreaded_convolutions
 
 EPS = 8 / 255
@@ -225,7 +226,7 @@ def random_variables(model, x: jax.Array, seed: int = 0) -> dict:
         elif name in ("bias", "mean"):
             value = rng.normal(0, 0.1, shape)
         else:
-            raise ValueError(f"no bench initialisation for variable {jax.tree_util.keystr(path)}")
+            raise ConfigError(f"no bench initialisation for variable {jax.tree_util.keystr(path)}")
         return jnp.asarray(value, leaf.dtype)
 
     shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])

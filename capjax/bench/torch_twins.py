@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax.bench.models import MaxPoolCNN
+from capjax.core.errors import ConfigError
 from capjax.models.resnet import BasicBlock, ResNet
 from capjax.models.tiny import TinyCNN
 
@@ -53,12 +54,12 @@ def torch_twin(model: Any, variables: Mapping[str, Any]):
       ValueError: the model is of another kind or not float32.
     """
     if not supported(model):
-        raise ValueError(
+        raise ConfigError(
             f"no PyTorch twin for {type(model).__name__}; supported: TinyCNN ('tiny'), "
             "ResNet with BasicBlock ('resnet18', 'resnet34') and MaxPoolCNN ('maxpool_cnn')."
         )
     if jnp.dtype(model.dtype) != jnp.float32:
-        raise ValueError(f"PyTorch twins are float32 only, got dtype={model.dtype}.")
+        raise ConfigError(f"PyTorch twins are float32 only, got dtype={model.dtype}.")
     modules = _define_modules()
     params = variables["params"]
     stats = variables.get("batch_stats", {})

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from capjax.core.errors import ConfigError
+
 DATA_AXIS = "data"
 
 # Environment variables for several processes, each under JAX's name and a bare one (the
@@ -50,7 +52,7 @@ def distributed_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     if coordinator is None:
         auto = environ.get(_AUTO_ENV, "").strip()
         if auto not in ("", "auto"):
-            raise ValueError(
+            raise ConfigError(
                 f"{_AUTO_ENV}={auto!r}: the only value is 'auto' (let JAX find its peers on a "
                 "TPU VM slice, Slurm or Open MPI); leave it unset for a single process."
             )
@@ -60,7 +62,7 @@ def distributed_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     name, address = coordinator
     host, _, port = address.strip().rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(
+        raise ConfigError(
             f"{name}={address!r} must be host:port of process 0's coordinator, e.g. "
             "10.0.0.1:1234 (the same on every process)."
         )
@@ -68,7 +70,7 @@ def distributed_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
     for field, names in (("num_processes", _NUM_PROCESSES_ENV), ("process_id", _PROCESS_ID_ENV)):
         found = _first_env(environ, names)
         if found is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} is set, so this is one of several processes, but {names[0]} (or "
                 f"{names[1]}) is not: set {_NUM_PROCESSES_ENV[0]} to the number of processes "
                 f"and {_PROCESS_ID_ENV[0]} to this process's index (0 on the coordinator)."
@@ -76,10 +78,10 @@ def distributed_settings(environ: Mapping[str, str] | None = None) -> dict[str, 
         try:
             numbers[field] = int(found[1])
         except ValueError:
-            raise ValueError(f"{found[0]}={found[1]!r} must be an integer.") from None
+            raise ConfigError(f"{found[0]}={found[1]!r} must be an integer.") from None
     count, index = numbers["num_processes"], numbers["process_id"]
     if count < 1 or not 0 <= index < count:
-        raise ValueError(
+        raise ConfigError(
             f"Process id {index} with {count} processes: need num_processes >= 1 and "
             f"0 <= process_id < num_processes ({_PROCESS_ID_ENV[0]} is 0 on the coordinator)."
         )
@@ -132,13 +134,13 @@ def check_global_batch(global_batch_size: int, mesh: Mesh, field: str = "train.b
     """Raises ValueError unless the global batch splits evenly over devices and processes."""
     devices = mesh.devices.size
     if global_batch_size <= 0 or global_batch_size % devices:
-        raise ValueError(
+        raise ConfigError(
             f"{field}={global_batch_size} must be a positive multiple of the number of devices "
             f"({devices}: {jax.devices()[0].platform}); e.g. {field}="
             f"{max(devices, global_batch_size // devices * devices)}."
         )
     if global_batch_size % jax.process_count():
-        raise ValueError(
+        raise ConfigError(
             f"{field}={global_batch_size} must be divisible by the process count "
             f"({jax.process_count()})."
         )

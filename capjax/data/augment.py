@@ -9,6 +9,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
+
 
 def to_float(images: jax.Array) -> jax.Array:
     """uint8 pixels to float32 in [0, 1]; floating images are taken to be in [0, 1] already.
@@ -22,7 +24,7 @@ def to_float(images: jax.Array) -> jax.Array:
     if images.dtype == jnp.uint8:
         return images.astype(jnp.float32) / 255.0
     if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise ValueError(f"Images must be uint8 or floating, got {images.dtype}.")
+        raise ConfigError(f"Images must be uint8 or floating, got {images.dtype}.")
     return images.astype(jnp.float32)
 
 
@@ -45,9 +47,9 @@ def augment_batch(
       (N, H, W, C) float32 in [0, 1].
     """
     if images.ndim != 4:
-        raise ValueError(f"augment_batch expects (N, H, W, C) images, got shape {images.shape}.")
+        raise ConfigError(f"augment_batch expects (N, H, W, C) images, got shape {images.shape}.")
     if not isinstance(crop_padding, int) or crop_padding < 0:
-        raise ValueError(f"crop_padding must be a non-negative int, got {crop_padding!r}.")
+        raise ConfigError(f"crop_padding must be a non-negative int, got {crop_padding!r}.")
     x = to_float(images)
     n, height, width, channels = x.shape
     crop_key, flip_key = jax.random.split(key)

@@ -11,6 +11,8 @@ import dataclasses
 
 import numpy as np
 
+from capjax.core.errors import ConfigError
+
 SOURCES = ("tfds", "folder", "synthetic")
 
 
@@ -38,14 +40,14 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if self.num_classes < 1 or len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"Dataset {self.name!r}: num_classes={self.num_classes} but "
                 f"{len(self.class_names)} class names {self.class_names}."
             )
         for split in ("train", "test"):
             _check_split(self, split)
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
-            raise ValueError(
+            raise ConfigError(
                 f"Dataset {self.name!r}: train images are {self.train_images.shape[1:]} but "
                 f"test images are {self.test_images.shape[1:]} (H, W, C must agree)."
             )
@@ -59,7 +61,7 @@ class Dataset:
         """A copy keeping the first `num_train` / `num_test` examples (0 keeps all)."""
         for n in (num_train, num_test):
             if n < 0:
-                raise ValueError(f"num_train/num_test must be >= 0 (0 = all), got {n}.")
+                raise ConfigError(f"num_train/num_test must be >= 0 (0 = all), got {n}.")
         train_end = num_train or None
         test_end = num_test or None
         return dataclasses.replace(
@@ -83,7 +85,7 @@ class Dataset:
         """
         n = num_validation
         if n < 0 or n >= len(self.train_labels):
-            raise ValueError(
+            raise ConfigError(
                 f"data.validation={n} must be in [0, {len(self.train_labels)}) for "
                 f"{self.name!r}: it is how many training images to hold out for validation."
             )
@@ -105,21 +107,21 @@ def _check_split(ds: Dataset, split: str) -> None:
     labels = getattr(ds, f"{split}_labels")
     where = f"Dataset {ds.name!r} {split} split"
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: images must be a (N, H, W, C) uint8 numpy array, got "
             f"{type(images).__name__} {getattr(images, 'dtype', '')} "
             f"{getattr(images, 'shape', '')}."
         )
     if not isinstance(labels, np.ndarray) or labels.dtype != np.int32 or labels.ndim != 1:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: labels must be a (N,) int32 numpy array, got "
             f"{type(labels).__name__} {getattr(labels, 'dtype', '')} "
             f"{getattr(labels, 'shape', '')}."
         )
     if len(labels) != len(images):
-        raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels.")
+        raise ConfigError(f"{where}: {len(images)} images but {len(labels)} labels.")
     if len(labels) and (labels.min() < 0 or labels.max() >= ds.num_classes):
-        raise ValueError(
+        raise ConfigError(
             f"{where}: labels span [{labels.min()}, {labels.max()}], outside [0, {ds.num_classes})."
         )
 
@@ -155,7 +157,9 @@ def load_dataset(
       ValueError: unknown source, or the source's own errors (missing data, bad files).
     """
     if num_train < 0 or num_test < 0:
-        raise ValueError(f"num_train/num_test must be >= 0 (0 = all), got {num_train}, {num_test}.")
+        raise ConfigError(
+            f"num_train/num_test must be >= 0 (0 = all), got {num_train}, {num_test}."
+        )
     # Sources are imported here, not at the top: they import `Dataset` from this module, and
     # nobody should pay for importing tensorflow_datasets unless they use it.
     if source == "synthetic":
@@ -166,7 +170,7 @@ def load_dataset(
         from capjax.data.folder import load_folder
 
         if not data_dir:
-            raise ValueError(
+            raise ConfigError(
                 "The folder source needs the image folder's root: "
                 "--config.data.dir=<root with train/ and test/>."
             )
@@ -177,4 +181,4 @@ def load_dataset(
         return load_tfds(
             name or "cifar10", data_dir=data_dir, num_train=num_train, num_test=num_test
         )
-    raise ValueError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
+    raise ConfigError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from capjax.core.errors import ConfigError
 from capjax.data.dataset import Dataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -70,7 +71,7 @@ def load_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = N
     """
     root = Path(root).expanduser().resolve()  # canonical: "../x" and "x" share a cache
     if not root.is_dir():
-        raise ValueError(f"Image folder {root} does not exist (or is not a directory).")
+        raise ConfigError(f"Image folder {root} does not exist (or is not a directory).")
     listings = {split: _list_split(root, split) for split in SPLITS}
     _check_same_classes(root, listings["train"].class_names, listings["test"].class_names)
 
@@ -84,7 +85,7 @@ def load_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = N
         arrays[f"{split}_images"] = _decode_all(listing.paths, desc=f"Decoding {root / split}")
         arrays[f"{split}_labels"] = listing.labels
     if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise ValueError(
+        raise ConfigError(
             f"Image folder {root}: train images are {_size(arrays['train_images'][0])} but test "
             f"images are {_size(arrays['test_images'][0])}; all images must have one size."
         )
@@ -96,7 +97,7 @@ def load_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = N
 def _list_split(root: Path, split: str) -> _SplitListing:
     split_dir = root / split
     if not split_dir.is_dir():
-        raise ValueError(
+        raise ConfigError(
             f"Image folder {root} has no {split}/ subfolder; expected the layout "
             f"{root}/{{train,test}}/<class>/*.png|jpg."
         )
@@ -105,7 +106,7 @@ def _list_split(root: Path, split: str) -> _SplitListing:
         key=lambda entry: entry.name,
     )
     if not class_dirs:
-        raise ValueError(f"{split_dir} has no class subfolders.")
+        raise ConfigError(f"{split_dir} has no class subfolders.")
     paths, labels, fingerprints = [], [], []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(
@@ -117,7 +118,7 @@ def _list_split(root: Path, split: str) -> _SplitListing:
             key=lambda entry: entry.name,
         )
         if not files:
-            raise ValueError(
+            raise ConfigError(
                 f"Class folder {class_dir.path} holds no images "
                 f"({', '.join(IMAGE_EXTENSIONS)}, any case)."
             )
@@ -140,7 +141,7 @@ def _check_same_classes(root: Path, train: tuple[str, ...], test: tuple[str, ...
     if train != test:
         only_train = sorted(set(train) - set(test))
         only_test = sorted(set(test) - set(train))
-        raise ValueError(
+        raise ConfigError(
             f"Image folder {root}: train and test have different classes; only in train/: "
             f"{only_train}, only in test/: {only_test}."
         )
@@ -152,7 +153,7 @@ def _decode_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"Cannot decode image {path}: {error}") from error
+        raise ConfigError(f"Cannot decode image {path}: {error}") from error
 
 
 def _decode_all(paths: list[Path], desc: str) -> np.ndarray:
@@ -164,7 +165,7 @@ def _decode_all(paths: list[Path], desc: str) -> np.ndarray:
         for i in range(start, min(start + _CHUNK, len(paths))):
             pixels = _decode_image(paths[i])
             if pixels.shape != first.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"Image {paths[i]} is {_size(pixels)} but {paths[0]} is {_size(first)}; "
                     "all images must have one size."
                 )

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from capjax.core.errors import ConfigError
+
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray) -> None:
     if np.ndim(images) < 1 or np.ndim(labels) != 1 or len(images) != len(labels):
-        raise ValueError(
+        raise ConfigError(
             f"images (N, ...) and labels (N,) must have the same length N; got shapes "
             f"{np.shape(images)} and {np.shape(labels)}."
         )
@@ -55,17 +57,17 @@ class BatchIterator:
         """
         _check_arrays(images, labels)
         if global_batch_size < 1 or global_batch_size > len(images):
-            raise ValueError(
+            raise ConfigError(
                 f"global_batch_size={global_batch_size} must be in [1, {len(images)}] "
                 "(the dataset size)."
             )
         if process_count < 1 or global_batch_size % process_count:
-            raise ValueError(
+            raise ConfigError(
                 f"global_batch_size={global_batch_size} must be divisible by "
                 f"process_count={process_count}."
             )
         if not 0 <= process_index < process_count:
-            raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+            raise ConfigError(f"process_index={process_index} not in [0, {process_count}).")
         self.images = images
         self.labels = labels
         self.global_batch_size = global_batch_size
@@ -123,10 +125,10 @@ class BatchIterator:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Moves to a position saved by `state_dict` (of an iterator over the same data)."""
         if set(state) != {"epoch", "step"}:
-            raise ValueError(f"Iterator state must have keys 'epoch' and 'step', got {state}.")
+            raise ConfigError(f"Iterator state must have keys 'epoch' and 'step', got {state}.")
         epoch, step = int(state["epoch"]), int(state["step"])
         if epoch < 0 or not 0 <= step < self.steps_per_epoch:
-            raise ValueError(
+            raise ConfigError(
                 f"Iterator state {state} is out of range: epoch >= 0 and "
                 f"0 <= step < steps_per_epoch={self.steps_per_epoch} (same data and batch size?)."
             )
@@ -147,7 +149,7 @@ def eval_batches(
     """
     _check_arrays(images, labels)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
     for start in range(0, len(images), batch_size):
         image = images[start : start + batch_size]
         label = np.asarray(labels[start : start + batch_size], np.int32)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from capjax.core.errors import ConfigError
 from capjax.data.dataset import Dataset
 
 CLASS_NAMES = (
@@ -99,7 +100,7 @@ def generate(num: int, seed: int, stream: int) -> tuple[np.ndarray, np.ndarray]:
       every chunk of `CHUNK` images.
     """
     if num < 1:
-        raise ValueError(f"The synthetic dataset needs num >= 1 images, got {num}.")
+        raise ConfigError(f"The synthetic dataset needs num >= 1 images, got {num}.")
     images, labels = [], []
     for chunk in range(-(-num // CHUNK)):
         rng = np.random.default_rng([seed, stream, chunk])

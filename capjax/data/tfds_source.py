@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from capjax.core.errors import ConfigError
 from capjax.data.dataset import Dataset
 
 _MAX_CAUSE_CHARS = 400
@@ -57,7 +58,7 @@ def load_tfds(
         try:
             source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except Exception as error:  # tfds raises many types here; all mean "not readable"
-            raise ValueError(_not_prepared_message(name, split, data_dir, error)) from error
+            raise ConfigError(_not_prepared_message(name, split, data_dir, error)) from error
         splits[split] = _read_all(source, name, split, limit)
     label_feature = source.dataset_info.features["label"]
     return Dataset(
@@ -77,18 +78,18 @@ def _read_all(
     """(N, H, W, C) uint8 images and (N,) int32 labels of the first `limit` (0: all) records."""
     features = source.dataset_info.features
     if "image" not in features or "label" not in features:
-        raise ValueError(
+        raise ConfigError(
             f"tfds dataset {name!r} has features {sorted(features.keys())}; capjax needs an "
             "'image' and a 'label' feature."
         )
     count = min(limit, len(source)) if limit else len(source)
     if count == 0:
-        raise ValueError(f"tfds dataset {name!r} split {split!r} is empty.")
+        raise ConfigError(f"tfds dataset {name!r} split {split!r} is empty.")
     # One record at a time: `__getitems__` would batch reads, but tfds' own mock_data (used in
     # tests) does not support it, and decoding the images costs more than reading anyway.
     first = np.asarray(source[0]["image"])
     if first.dtype != np.uint8 or first.ndim != 3:
-        raise ValueError(
+        raise ConfigError(
             f"tfds dataset {name!r}: images are {first.dtype} {first.shape}; capjax needs "
             "(H, W, C) uint8 images."
         )
@@ -97,7 +98,7 @@ def _read_all(
     for i in tqdm(range(count), desc=f"Reading {name} {split}", unit="img", leave=False):
         record = source[i]
         if np.shape(record["image"]) != first.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"tfds dataset {name!r} split {split!r}: record {i} has an image of shape "
                 f"{np.shape(record['image'])}, record 0 of {first.shape}; capjax needs "
                 "images of one size."

@@ -16,6 +16,7 @@ from typing import Any
 import jax
 
 from capjax import attacks
+from capjax.core.errors import ConfigError
 
 # config name -> capjax.attacks function
 TRAINING_ATTACKS: dict[str, Callable[..., jax.Array]] = {
@@ -43,26 +44,26 @@ def check_training_attack(options: Mapping[str, Any], field: str) -> None:
     options = dict(options)
     name = options.pop("name", None)
     if name not in TRAINING_ATTACKS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown training attack {name!r} in {field}.name; choose one of "
             f"{tuple(TRAINING_ATTACKS)}."
         )
     known = _options_of(TRAINING_ATTACKS[name])
     unknown = set(options) - known
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{field} has options {sorted(unknown)} that {name} does not take; its options: "
             f"{sorted(known)}."
         )
     if "eps" in known:
         eps = options.get("eps")
         if eps is None or not 0 < eps <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"{field}.eps={eps} must be in (0, 1] (the [0, 1] pixel scale: 8/255, not 8)."
             )
     steps = options.get("steps", 1)
     if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"{field}.steps={steps!r} must be an int >= 1.")
+        raise ConfigError(f"{field}.steps={steps!r} must be an int >= 1.")
 
 
 def craft_training_examples(

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from capjax import data as data_lib
+from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack, craft_training_examples
 from capjax.defenses.cafd import make_purify
 
@@ -123,7 +124,7 @@ class APEGANTrainer:
     def __post_init__(self):
         check_training_attack(self.attack, "apegan.attack")
         if self.mse_weight < 0 or self.gan_weight < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"apegan loss weights must be >= 0, got mse {self.mse_weight}, "
                 f"gan {self.gan_weight}."
             )
@@ -213,7 +214,7 @@ class APEGANTrainer:
         """
         images, labels = batch["image"], batch["label"]
         if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
+            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
         x = data_lib.to_float(images)
         target_variables = state.target_variables
         x_adv = self.craft(target_variables, x, labels, key)

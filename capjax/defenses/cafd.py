@@ -65,6 +65,7 @@ from capjax.attacks.feature import (
     class_activation_maps,
     feature_distance,
 )
+from capjax.core.errors import ConfigError
 
 LOSS_FORMS = ("eq6", "eq7")
 CLASS_WEIGHTS = ("softmax", "argmax")
@@ -86,7 +87,7 @@ Size = tuple[int, int] | str | None
 
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {choices}.")
+        raise ConfigError(f"Unknown {name} {value!r}; choose one of {choices}.")
 
 
 def _out_size(size: Size, x: jax.Array) -> tuple[int, int] | None:
@@ -112,7 +113,7 @@ def _last_conv_output(model: nn.Module, variables: Any, x: jax.Array):
         variables, x, train=False, capture_intermediates=record_conv, mutable=["intermediates"]
     )
     if not called:
-        raise ValueError(
+        raise ConfigError(
             f"feature_source='last_conv': {type(model).__name__} calls no flax.linen.Conv, so "
             "there is no last convolution to take the features from."
         )
@@ -336,7 +337,7 @@ def make_purify(denoiser: nn.Module, variables: Any) -> Callable[[jax.Array], ja
 
     def purify(x: jax.Array) -> jax.Array:
         if x.ndim != 4 or not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(
+            raise ConfigError(
                 f"purify expects (N, H, W, C) float images in [0, 1], got shape "
                 f"{tuple(x.shape)} and dtype {x.dtype}."
             )
@@ -408,12 +409,12 @@ class CAFDTrainer:
         _check_choice("feature_source", self.feature_source, FEATURE_SOURCES)
         _check_choice("cam_normalize_order", self.cam_normalize_order, NORMALIZE_ORDERS)
         if not 0 <= self.attack_eps <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"attack_eps={self.attack_eps} must be in [0, 1] (the [0, 1] pixel scale: "
                 f"8/255, not 8)."
             )
         if "head" not in self.target_variables.get("params", {}):
-            raise ValueError(
+            raise ConfigError(
                 "target_variables['params'] has no 'head' layer; CAFD needs the final linear "
                 "layer's kernel (capjax zoo classifiers name it 'head')."
             )
@@ -427,13 +428,13 @@ class CAFDTrainer:
         try:
             out = jax.eval_shape(self._target_fn(self.target_variables), x)
         except TypeError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"The target classifier {name} cannot return its features ({error}). CAFD "
                 "needs `model.apply(variables, x, train=False, return_features=True)` -> "
                 "(logits, features (N, h, w, C)), as every capjax zoo classifier gives."
             ) from error
         if not (isinstance(out, tuple) and len(out) == 2 and out[1].ndim == 4):
-            raise ValueError(
+            raise ConfigError(
                 f"The target classifier {name} with return_features=True gave {out}; CAFD "
                 "needs (logits (N, K), last conv features (N, h, w, C))."
             )
@@ -530,7 +531,7 @@ class CAFDTrainer:
         """
         images, labels = batch["image"], batch["label"]
         if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
+            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
         x = data_lib.to_float(images)
         target_variables = state.target_variables
         x_adv = self.attack(target_variables, x, key)

@@ -44,6 +44,7 @@ import optax
 
 from capjax import attacks
 from capjax import data as data_lib
+from capjax.core.errors import ConfigError
 
 COMBINES = ("alpha", "sum")
 DOMAIN_ATTACKS = ("pgd", "fgsm", "mifgsm")
@@ -137,14 +138,14 @@ class LossWeights:
 
     def __post_init__(self):
         if self.combine not in COMBINES:
-            raise ValueError(f"Unknown combine {self.combine!r}; choose one of {COMBINES}.")
+            raise ConfigError(f"Unknown combine {self.combine!r}; choose one of {COMBINES}.")
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha={self.alpha} must lie in [0, 1].")
+            raise ConfigError(f"alpha={self.alpha} must lie in [0, 1].")
         if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be positive.")
+            raise ConfigError(f"temperature={self.temperature} must be positive.")
         for name in ("adversarial", "cycle", "identity", "cam", "semantic"):
             if getattr(self, name) < 0:
-                raise ValueError(f"loss weight {name}={getattr(self, name)} must be >= 0.")
+                raise ConfigError(f"loss weight {name}={getattr(self, name)} must be >= 0.")
 
     def total(self, pixel: jax.Array, feature: jax.Array) -> jax.Array:
         if self.combine == "sum":
@@ -176,7 +177,7 @@ def make_purify(generator: nn.Module, params: Any) -> Callable[[jax.Array], jax.
 
     def purify(x: jax.Array) -> jax.Array:
         if x.ndim != 4 or not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(
+            raise ConfigError(
                 f"purify expects (N, H, W, C) float images in [0, 1], got shape "
                 f"{tuple(x.shape)} and dtype {x.dtype}."
             )
@@ -220,13 +221,13 @@ class CAPGANTrainer:
         options = dict(self.domain_attack)
         name = options.pop("name", None)
         if name not in DOMAIN_ATTACKS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown domain attack {name!r}; choose one of {DOMAIN_ATTACKS} "
                 f"(config field capgan.domain.attack.name)."
             )
         eps = options.get("eps")
         if eps is None or not 0 < eps <= 1:
-            raise ValueError(
+            raise ConfigError(
                 f"capgan.domain.attack.eps={eps} must be in (0, 1] (the [0, 1] pixel scale: "
                 f"8/255, not 8)."
             )
@@ -371,7 +372,7 @@ class CAPGANTrainer:
         """
         images, labels = batch["image"], batch["label"]
         if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
+            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
         x = data_lib.to_float(images)
         target_variables = state.target_variables
         x_adv = self.craft_domain(target_variables, x, labels, key)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from capjax import data as data_lib
+from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack, craft_training_examples
 from capjax.defenses.cafd import TargetFn, frozen_target_fn, make_purify
 
@@ -53,7 +54,7 @@ def guided_loss(
       when x_hat == x_clean.
     """
     if layer not in GUIDED_LOSSES:
-        raise ValueError(f"Unknown HGD loss {layer!r}; choose one of {GUIDED_LOSSES}.")
+        raise ConfigError(f"Unknown HGD loss {layer!r}; choose one of {GUIDED_LOSSES}.")
     index = 0 if layer == "logits" else 1
     clean = jax.lax.stop_gradient(target_fn(x_clean)[index]).astype(jnp.float32)
     hat = target_fn(x_hat)[index].astype(jnp.float32)
@@ -102,7 +103,7 @@ class HGDTrainer:
 
     def __post_init__(self):
         if self.loss not in GUIDED_LOSSES:
-            raise ValueError(f"Unknown hgd.loss {self.loss!r}; choose one of {GUIDED_LOSSES}.")
+            raise ConfigError(f"Unknown hgd.loss {self.loss!r}; choose one of {GUIDED_LOSSES}.")
         check_training_attack(self.attack, "hgd.attack")
 
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> HGDState:
@@ -158,7 +159,7 @@ class HGDTrainer:
         """
         images, labels = batch["image"], batch["label"]
         if images.ndim != 4:
-            raise ValueError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
+            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
         x = data_lib.to_float(images)
         target_variables = state.target_variables
         x_adv = self.craft(target_variables, x, labels, key)

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from capjax.core.errors import ConfigError
 from capjax.defenses._checks import check_images
 
 SUBSAMPLINGS = ("444", "420")
@@ -109,19 +110,19 @@ def dct_matrix(n: int = BLOCK) -> np.ndarray:
 
 def _check_quality(quality: int) -> None:
     if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-        raise ValueError(f"JPEG quality must be a Python int in 1..100, got {quality!r}.")
+        raise ConfigError(f"JPEG quality must be a Python int in 1..100, got {quality!r}.")
     if not 1 <= quality <= 100:
-        raise ValueError(f"JPEG quality must lie in 1..100 (75 is the usual), got {quality}.")
+        raise ConfigError(f"JPEG quality must lie in 1..100 (75 is the usual), got {quality}.")
 
 
 def _check_options(quality: int, subsampling: str, rounding: str) -> None:
     _check_quality(quality)
     if subsampling not in SUBSAMPLINGS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown subsampling {subsampling!r}; choose '444' (none) or '420' (chroma 2x2)."
         )
     if rounding not in ROUNDINGS:
-        raise ValueError(f"Unknown rounding {rounding!r}; choose one of {ROUNDINGS}.")
+        raise ConfigError(f"Unknown rounding {rounding!r}; choose one of {ROUNDINGS}.")
 
 
 def _round_half_away(t: jax.Array) -> jax.Array:

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
 from capjax.defenses._checks import check_images
 from capjax.models import get_classifier
 
@@ -39,7 +40,7 @@ DEFAULT_LEVELS = 16
 
 def _check_levels(levels: Any) -> None:
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(
+        raise ConfigError(
             f"levels must be a Python int >= 2 (Buckman et al. use 16), got {levels!r}."
         )
 
@@ -92,7 +93,7 @@ def thermometer_encode_smooth(
     if temperature is None:
         temperature = 4.0 * levels
     elif not isinstance(temperature, jax.core.Tracer) and not float(temperature) > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}.")
+        raise ConfigError(f"temperature must be > 0, got {temperature!r}.")
     x = x.astype(jnp.float32)
     bits = jax.nn.sigmoid((x[..., None] - _thresholds(levels, x.dtype)) * temperature)
     return _flatten_bits(bits)
@@ -122,7 +123,7 @@ class ThermometerInput(nn.Module):
         _check_levels(self.levels)
         for field in ("mean", "std"):
             if getattr(self.classifier, field, None) is not None:
-                raise ValueError(
+                raise ConfigError(
                     f"ThermometerInput's classifier has {field}="
                     f"{getattr(self.classifier, field)!r}, a per-RGB-channel normalisation "
                     "that does not apply to thermometer bits; build it with mean=None, "

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from capjax.core.errors import ConfigError
 from capjax.defenses._checks import check_images
 
 DEFAULT_KEEP_PROB = 0.5
@@ -134,7 +135,7 @@ def solve_tv(x: jax.Array, mask: jax.Array, weight: Any, steps: int, step_size: 
 
 def _check_options(keep_prob: Any, weight: Any, steps: Any, step_size: Any) -> None:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ValueError(
+        raise ConfigError(
             f"steps must be a Python int >= 0 (it fixes the compiled loop), got {steps!r}."
         )
     for name, value, ok, need in [
@@ -148,7 +149,7 @@ def _check_options(keep_prob: Any, weight: Any, steps: Any, step_size: Any) -> N
             continue
         number = float(np.asarray(value))
         if not np.isfinite(number) or not ok(number):
-            raise ValueError(f"TVM's {name} must be a finite number {need}, got {number}.")
+            raise ConfigError(f"TVM's {name} must be a finite number {need}, got {number}.")
 
 
 def tvm(
@@ -193,7 +194,7 @@ def tvm_purifier(**options: Any) -> KeyedPurify:
     """
     unknown = set(options) - {"keep_prob", "weight", "steps", "step_size"}
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown TVM options {sorted(unknown)}; use keep_prob, weight, steps, step_size."
         )
     merged = dict(

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from capjax import attacks
+from capjax.core.errors import ConfigError
 
 LogitsFn = Callable[[jax.Array], jax.Array]
 AttackFn = Callable[[LogitsFn, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -76,11 +77,11 @@ def plain(value: Any) -> Any:
 def attack_name(spec: Mapping[str, Any]) -> str:
     """The registry name of `spec["name"]` (aliases resolved); ValueError when unknown."""
     if not isinstance(spec, Mapping) and not hasattr(spec, "to_dict"):
-        raise ValueError(f"An attack spec must be a dict with a 'name', got {spec!r}.")
+        raise ConfigError(f"An attack spec must be a dict with a 'name', got {spec!r}.")
     name = spec.get("name")
     name = _ALIASES.get(name, name)
     if name not in ATTACKS:
-        raise ValueError(f"Unknown attack name {name!r}; choose one of {tuple(ATTACKS)}.")
+        raise ConfigError(f"Unknown attack name {name!r}; choose one of {tuple(ATTACKS)}.")
     return name
 
 
@@ -112,7 +113,7 @@ def _split(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
     unknown = sorted(set(given) - set(accepted_options(name)))
     if unknown:
         accepted = sorted(accepted_options(name))
-        raise ValueError(
+        raise ConfigError(
             f"Unknown option(s) {unknown} for attack {name!r}; it accepts "
             f"{accepted if accepted else 'no options'}."
         )
@@ -120,24 +121,24 @@ def _split(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
         k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in given
     )
     if missing:
-        raise ValueError(f"Attack {name!r} needs option(s) {missing} in its spec.")
+        raise ConfigError(f"Attack {name!r} needs option(s) {missing} in its spec.")
     _check_values(name, given)
     if name == "autoattack" and given.get("version") == "rand":
-        raise ValueError(
+        raise ConfigError(
             'AutoAttack version="rand" needs a keyed model; evaluate a random defense with '
             'threat "bpda_eot" and version "standard" (or "custom") instead.'
         )
     target = given.pop("target", None)
     if target is not None:
         if target not in TARGET_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"Attack {name!r}: target must be one of {TARGET_MODES}, got {target!r}."
             )
         if given.get("targeted") is False:
-            raise ValueError(f"Attack {name!r}: target={target!r} contradicts targeted=False.")
+            raise ConfigError(f"Attack {name!r}: target={target!r} contradicts targeted=False.")
         given["targeted"] = True
     elif given.get("targeted") and name not in _SELF_TARGETING:
-        raise ValueError(
+        raise ConfigError(
             f"Attack {name!r}: targeted=True would aim at the true labels; choose the targets "
             f"with 'target': one of {TARGET_MODES} instead."
         )
@@ -178,9 +179,9 @@ def _check_values(name: str, given: Mapping[str, Any]) -> None:
     eps = given.get("eps")
     if eps is not None:
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-            raise ValueError(f"Attack {name!r}: eps must be a number >= 0, got {eps!r}.")
+            raise ConfigError(f"Attack {name!r}: eps must be a number >= 0, got {eps!r}.")
         if given.get("norm", "linf") == "linf" and eps > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"Attack {name!r}: eps={eps} is above 1, but images are on the [0, 1] scale; "
                 f"did you mean {eps:g}/255 = {eps / 255:.6f}?"
             )
@@ -189,7 +190,7 @@ def _check_values(name: str, given: Mapping[str, Any]) -> None:
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, numbers.Integral)
         ):
-            raise ValueError(f"Attack {name!r}: {field} must be an int, got {value!r}.")
+            raise ConfigError(f"Attack {name!r}: {field} must be an int, got {value!r}.")
 
 
 def resolved(spec: Mapping[str, Any]) -> dict[str, Any]:

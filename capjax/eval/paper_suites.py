@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from capjax.core.errors import ConfigError
 from capjax.eval import paper_match
 
 EPS = 8 / 255
@@ -235,7 +236,7 @@ def suite(name: str, defense: str, **options) -> dict[str, dict]:
         "eps_sweep": lambda: eps_sweep(**options),
     }
     if name not in builders:
-        raise ValueError(f"Unknown suite {name!r}; choose one of {sorted(builders)}.")
+        raise ConfigError(f"Unknown suite {name!r}; choose one of {sorted(builders)}.")
     return numbered(copy.deepcopy(builders[name]()))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 
+from capjax.core.errors import ConfigError
 from capjax.core.jsonio import write_json
 from capjax.eval import attack_specs, threats
 from capjax.eval.sanity import CHECKS, Flag, SanityReport
@@ -56,7 +57,7 @@ def group_tables(
         out = {str(t): list(ids) for t, ids in tables.items()}
         unknown = sorted({i for ids in out.values() for i in ids} - set(suite_result.rows))
         if unknown:
-            raise ValueError(f"tables name unknown row id(s) {unknown}.")
+            raise ConfigError(f"tables name unknown row id(s) {unknown}.")
         return out
     out: dict[str, list[str]] = {}
     for row_id, r in suite_result.rows.items():

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.core.jsonio import to_jsonable, write_json
 from capjax.eval import attack_specs, threats
 from capjax.eval.defense import Defense
@@ -97,12 +98,12 @@ def parse_rows(
     for row_id, row in rows.items():
         row = attack_specs.plain(row)
         if not isinstance(row, dict):
-            raise ValueError(f"Row {row_id!r} must be a dict, got {row!r}.")
+            raise ConfigError(f"Row {row_id!r} must be a dict, got {row!r}.")
         unknown = sorted(set(row) - set(ROW_FIELDS))
         if unknown:
-            raise ValueError(f"Row {row_id!r}: unknown field(s) {unknown}; use {ROW_FIELDS}.")
+            raise ConfigError(f"Row {row_id!r}: unknown field(s) {unknown}; use {ROW_FIELDS}.")
         if "threat" not in row:
-            raise ValueError(f"Row {row_id!r} needs a 'threat', one of {threats.THREATS}.")
+            raise ConfigError(f"Row {row_id!r} needs a 'threat', one of {threats.THREATS}.")
         threat = row["threat"]
         attack = dict(row.get("attack") or _NONE)
         if threat == "clean":
@@ -112,28 +113,30 @@ def parse_rows(
             if defense is not None:
                 threats.check_threat(threat, attack, defense, surrogate)
             elif threat not in threats.THREATS:
-                raise ValueError(f"Unknown threat {threat!r}; choose one of {threats.THREATS}.")
+                raise ConfigError(f"Unknown threat {threat!r}; choose one of {threats.THREATS}.")
         except ValueError as e:
-            raise ValueError(f"Row {row_id!r}: {e}") from None
+            raise ConfigError(f"Row {row_id!r}: {e}") from None
         paper = row.get("paper")
         paper = None if paper is None or float(paper) < 0 else float(paper)
         count = row.get("num_examples")
         if count is not None and (
             isinstance(count, bool) or not isinstance(count, int) or count < 1
         ):
-            raise ValueError(f"Row {row_id!r}: num_examples must be a positive int, got {count!r}.")
+            raise ConfigError(
+                f"Row {row_id!r}: num_examples must be a positive int, got {count!r}."
+            )
         after = row.get("after")
         if after is not None:
             base = parsed.get(after) if isinstance(after, str) else None
             attacks = threat != "clean" and attack_specs.kind(attack) != "none"
             if base is None or not base.is_attack or base.threat != threat or not attacks:
-                raise ValueError(
+                raise ConfigError(
                     f"Row {row_id!r}: 'after' must name an earlier attack row of threat "
                     f"{threat!r} (this row attacking too), got {after!r}."
                 )
         file = row_file_stem(row_id)
         if file in files:
-            raise ValueError(f"Rows {files[file]!r} and {row_id!r} map to the same file {file}.")
+            raise ConfigError(f"Rows {files[file]!r} and {row_id!r} map to the same file {file}.")
         files[file] = row_id
         parsed[row_id] = Row(
             str(row_id), threat, attack, row.get("group"), paper, row.get("label"), count, after
@@ -213,10 +216,10 @@ class SuiteResult:
         Over the examples that every listed row ran on (the first `min(num_examples)`)."""
         row_ids = list(row_ids)
         if not row_ids:
-            raise ValueError("ensemble needs at least one row id.")
+            raise ConfigError("ensemble needs at least one row id.")
         missing = [r for r in row_ids if r not in self.rows]
         if missing:
-            raise ValueError(f"Unknown row id(s) {missing}; rows are {list(self.rows)}.")
+            raise ConfigError(f"Unknown row id(s) {missing}; rows are {list(self.rows)}.")
         n = min(self.rows[r].num_examples for r in row_ids)
         robust = np.logical_and.reduce([self.rows[r].robust[:n] for r in row_ids])
         return float(np.mean(robust))
@@ -510,16 +513,16 @@ def compute_after_row(
 
 def check_examples(images: np.ndarray, labels: np.ndarray) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(
+        raise ConfigError(
             "images must be a host uint8 array (N, H, W, C), as datasets store them; got "
             f"{type(images).__name__} {getattr(images, 'dtype', '?')} "
             f"{getattr(images, 'shape', '?')}."
         )
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be (N,) = ({len(images)},) integers, got {labels.shape}.")
+        raise ConfigError(f"labels must be (N,) = ({len(images)},) integers, got {labels.shape}.")
     if len(images) == 0:
-        raise ValueError("The suite needs at least one example.")
+        raise ConfigError("The suite needs at least one example.")
 
 
 def run_suite(

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from capjax import attacks
+from capjax.core.errors import ConfigError
 from capjax.eval import attack_specs
 from capjax.eval.defense import Defense
 
@@ -55,9 +56,9 @@ def check_threat(
     """Raises ValueError for an unknown threat, a missing surrogate, or an attack the threat
     model cannot run (gradient attacks under "score_based")."""
     if threat not in DESCRIPTIONS:
-        raise ValueError(f"Unknown threat {threat!r}; choose one of {THREATS}.")
+        raise ConfigError(f"Unknown threat {threat!r}; choose one of {THREATS}.")
     if threat in _NEEDS_SURROGATE and surrogate is None:
-        raise ValueError(
+        raise ConfigError(
             f'Threat "{threat}" attacks a surrogate model trained with another seed, but none '
             f"was given: set {SURROGATE_FIELD} (a second run of the "
             f"{'classifier' if threat == 'transfer' else 'defense'}) or drop the "
@@ -66,7 +67,7 @@ def check_threat(
     if threat == "score_based" and attack_spec is not None:
         k = attack_specs.kind(attack_spec)
         if k not in ("score_based", "none"):
-            raise ValueError(
+            raise ConfigError(
                 f'Threat "score_based" gives the attacker no gradients, but attack '
                 f"{attack_spec.get('name')!r} is {k}; use square or spsa there, or another "
                 f"threat model for gradient attacks."
@@ -84,7 +85,7 @@ def _no_gradient(fn: LogitsFn) -> LogitsFn:
         return fn(x), None
 
     def backward(_, cotangent):
-        raise ValueError(
+        raise ConfigError(
             "An attack tried to differentiate the score-based threat model; it gives the "
             "attacker the defended model's outputs only."
         )
@@ -163,7 +164,7 @@ def attacked_model(
         return attacks.defended(defense.classifier, purify), description
     if threat == "bpda_eot":
         if not isinstance(eot_samples, int) or eot_samples < 1:
-            raise ValueError(f"eot_samples must be an int >= 1, got {eot_samples!r}.")
+            raise ConfigError(f"eot_samples must be an int >= 1, got {eot_samples!r}.")
         return _eot_bpda(defense, key, eot_samples), f"{description} ({eot_samples} draws)"
     if threat == "score_based":
         return _no_gradient(defense.defended(key)), description
@@ -176,7 +177,7 @@ def scored_model(threat: str, defense: Defense, key: jax.Array) -> LogitsFn:
     `key` must be fresh (not the attacker's), so a random defense is scored on a new draw.
     """
     if threat not in DESCRIPTIONS:
-        raise ValueError(f"Unknown threat {threat!r}; choose one of {THREATS}.")
+        raise ConfigError(f"Unknown threat {threat!r}; choose one of {THREATS}.")
     if threat == "undefended":
         return defense.classifier
     return defense.defended(key)

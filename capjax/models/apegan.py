@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
 from capjax.models.layers import batch_norm
 
 Dtype = Any
@@ -37,7 +38,7 @@ UPSAMPLING = ("nearest", "bilinear")
 
 def _check_images(x: jax.Array, who: str) -> None:
     if x.ndim != 4:
-        raise ValueError(f"{who} expects NHWC images, got shape {tuple(x.shape)}.")
+        raise ConfigError(f"{who} expects NHWC images, got shape {tuple(x.shape)}.")
 
 
 class APEGANGenerator(nn.Module):
@@ -61,9 +62,11 @@ class APEGANGenerator(nn.Module):
 
     def __post_init__(self):
         if self.upsampling not in UPSAMPLING:
-            raise ValueError(f"Unknown upsampling {self.upsampling!r}; choose one of {UPSAMPLING}.")
+            raise ConfigError(
+                f"Unknown upsampling {self.upsampling!r}; choose one of {UPSAMPLING}."
+            )
         if len(self.widths) < 1:
-            raise ValueError("APEGANGenerator needs at least one encoder width.")
+            raise ConfigError("APEGANGenerator needs at least one encoder width.")
         super().__post_init__()
 
     def _conv(self, width: int, stride: int = 1, use_bias: bool = False) -> nn.Conv:

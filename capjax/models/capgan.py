@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
+
 Dtype = Any
 
 # PyTorch's InstanceNorm2d and U-GAT-IT's AdaILN/ILN all use this epsilon.
@@ -59,7 +61,7 @@ def attention_features(
     channels = features.shape[-1]
     for name, kernel in (("gap_kernel", gap_kernel), ("gmp_kernel", gmp_kernel)):
         if kernel.shape != (channels, 1):
-            raise ValueError(
+            raise ConfigError(
                 f"attention_features needs {name} of shape ({channels}, 1) for features with "
                 f"{channels} channels, got {tuple(kernel.shape)}."
             )
@@ -266,10 +268,10 @@ class AttentionGenerator(nn.Module):
           h, w = H / 2**num_downsamples, W / 2**num_downsamples.
         """
         if x.ndim != 4:
-            raise ValueError(f"AttentionGenerator expects NHWC images, got {tuple(x.shape)}.")
+            raise ConfigError(f"AttentionGenerator expects NHWC images, got {tuple(x.shape)}.")
         factor = 2**self.num_downsamples
         if x.shape[1] % factor or x.shape[2] % factor or min(x.shape[1:3]) // factor < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"AttentionGenerator with num_downsamples={self.num_downsamples} needs H and W "
                 f"divisible by {factor} and at least {2 * factor} (so the decoder restores the "
                 f"size and the bottleneck can be reflect-padded); got {tuple(x.shape)}."
@@ -396,10 +398,10 @@ class AttentionDiscriminator(nn.Module):
           heatmap: (N, h, w) float32; h, w = H / 2**num_downsamples - 1, likewise for W.
         """
         if x.ndim != 4:
-            raise ValueError(f"AttentionDiscriminator expects NHWC images, got {tuple(x.shape)}.")
+            raise ConfigError(f"AttentionDiscriminator expects NHWC images, got {tuple(x.shape)}.")
         min_size = 3 * 2**self.num_downsamples
         if self.num_downsamples < 1 or min(x.shape[1:3]) < min_size:
-            raise ValueError(
+            raise ConfigError(
                 f"AttentionDiscriminator with num_downsamples={self.num_downsamples} needs "
                 f"num_downsamples >= 1 and H, W >= {min_size} to leave a patch output; got "
                 f"{tuple(x.shape)}."
@@ -469,7 +471,7 @@ class MultiScaleDiscriminator(nn.Module):
     ) -> list[tuple[jax.Array, jax.Array, jax.Array]]:
         """x: (N, H, W, C) in [0, 1] -> [(patch_logits, cam_logits, heatmap)] per scale."""
         if not self.scales:
-            raise ValueError("MultiScaleDiscriminator needs at least one scale.")
+            raise ConfigError("MultiScaleDiscriminator needs at least one scale.")
         return [
             AttentionDiscriminator(
                 base_width=self.base_width,

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
 from capjax.models.layers import batch_norm
 
 Dtype = Any
@@ -97,12 +98,12 @@ class DUNet(nn.Module):
 
     def __post_init__(self):
         if len(self.encoder_blocks) != len(self.widths) or len(self.widths) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"DUNet needs one encoder block per width and at least two widths; got "
                 f"widths={tuple(self.widths)}, encoder_blocks={tuple(self.encoder_blocks)}."
             )
         if len(self.decoder_blocks) != len(self.widths) - 1:
-            raise ValueError(
+            raise ConfigError(
                 f"DUNet needs len(widths) - 1 = {len(self.widths) - 1} decoder blocks, got "
                 f"decoder_blocks={tuple(self.decoder_blocks)}."
             )
@@ -122,7 +123,7 @@ class DUNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: (N, H, W, C) float in [0, 1] -> x_hat: (N, H, W, C) float32 in [0, 1]."""
         if x.ndim != 4:
-            raise ValueError(f"DUNet expects NHWC images, got shape {tuple(x.shape)}.")
+            raise ConfigError(f"DUNet expects NHWC images, got shape {tuple(x.shape)}.")
         x = x.astype(jnp.float32)
         h = x.astype(self.dtype)
         skips = []
@@ -181,7 +182,7 @@ class CAFDDiscriminator(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: (N, H, W, C) float in [0, 1] -> logits: (N,) float32."""
         if x.ndim != 4:
-            raise ValueError(f"CAFDDiscriminator expects NHWC images, got {tuple(x.shape)}.")
+            raise ConfigError(f"CAFDDiscriminator expects NHWC images, got {tuple(x.shape)}.")
         h = x.astype(self.dtype)
         first = True
         for width in self.widths:

@@ -7,6 +7,8 @@ from typing import Any
 
 import flax.linen as nn
 
+from capjax.core.errors import ConfigError
+
 _CLASSIFIERS: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -17,7 +19,7 @@ def register_classifier(
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _CLASSIFIERS:
-            raise ValueError(f"classifier {name!r} is registered twice")
+            raise ConfigError(f"classifier {name!r} is registered twice")
         _CLASSIFIERS[name] = factory
         return factory
 
@@ -36,7 +38,7 @@ def get_classifier(name: str, **kwargs: Any) -> nn.Module:
       ValueError: `name` is not registered (the message lists the known names).
     """
     if name not in _CLASSIFIERS:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown model.name {name!r}; registered classifiers: {', '.join(classifier_names())}."
         )
     return _CLASSIFIERS[name](**kwargs)

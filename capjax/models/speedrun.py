@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from capjax.core.errors import ConfigError
 from capjax.models.layers import CONV_INIT, batch_norm, classifier_head, normalize, pool2x2
 from capjax.models.registry import register_classifier
 
@@ -93,9 +94,9 @@ class SpeedrunCNN(nn.Module):
             )
             return conv(x)
         if self.stem != "whiten":
-            raise ValueError(f"SpeedrunCNN.stem={self.stem!r}: choose 'conv' or 'whiten'.")
+            raise ConfigError(f"SpeedrunCNN.stem={self.stem!r}: choose 'conv' or 'whiten'.")
         if self.stem_width != 2 * WHITEN_PATCH * WHITEN_PATCH * x.shape[-1]:
-            raise ValueError(
+            raise ConfigError(
                 f"stem='whiten' needs stem_width = 2 x {WHITEN_PATCH}x{WHITEN_PATCH} x channels "
                 f"= {2 * WHITEN_PATCH * WHITEN_PATCH * x.shape[-1]}, got {self.stem_width}."
             )
@@ -149,7 +150,7 @@ class SpeedrunCNN(nn.Module):
         block's output (N, H / 2**len(widths), W / 2**len(widths), widths[-1]).
         """
         if not self.widths:
-            raise ValueError("SpeedrunCNN needs at least one block width.")
+            raise ConfigError("SpeedrunCNN needs at least one block width.")
         x = normalize(x, self.mean, self.std).astype(self.dtype)
         x = self._stem(x)
         x = nn.relu(batch_norm(train, self.dtype, self.param_dtype, name="stem_bn")(x))

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
 from capjax.models.layers import batch_norm, classifier_head, conv, normalize, pool2x2
 from capjax.models.registry import register_classifier
 
@@ -70,9 +71,9 @@ class VGG(nn.Module):
     def __post_init__(self) -> None:
         # Validate at construction so a bad config fails before any tracing or compilation.
         if self.depth not in VGG_CONFIGS:
-            raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth}.")
+            raise ConfigError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {self.depth}.")
         if self.pooling not in POOLINGS:
-            raise ValueError(f"VGG pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+            raise ConfigError(f"VGG pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         super().__post_init__()
 
     @nn.compact

@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from capjax.core.errors import ConfigError
 from capjax.models.layers import classifier_head, normalize
 from capjax.models.registry import register_classifier
 from capjax.models.resnet import preact_trunk
@@ -50,14 +51,16 @@ class WideResNet(nn.Module):
     def __post_init__(self) -> None:
         # Validate at construction so a bad config fails before any tracing or compilation.
         if self.depth < 10 or (self.depth - 4) % 6 != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, 40, ...), "
                 f"got depth={self.depth}."
             )
         if self.widen_factor < 1:
-            raise ValueError(f"WideResNet widen_factor must be >= 1, got {self.widen_factor}.")
+            raise ConfigError(f"WideResNet widen_factor must be >= 1, got {self.widen_factor}.")
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"WideResNet dropout_rate must be in [0, 1), got {self.dropout_rate}.")
+            raise ConfigError(
+                f"WideResNet dropout_rate must be in [0, 1), got {self.dropout_rate}."
+            )
         super().__post_init__()
 
     @nn.compact

@@ -23,17 +23,18 @@ from typing import Any
 import jax
 
 from capjax.attacks.gradient import pgd
+from capjax.core.errors import ConfigError
 
 
 def _check(steps: Any, eps: Any, step_size: Any) -> None:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"train.adversarial.steps={steps!r} must be an int >= 0 (0: off).")
+        raise ConfigError(f"train.adversarial.steps={steps!r} must be an int >= 0 (0: off).")
     if not 0 < eps <= 1:
-        raise ValueError(
+        raise ConfigError(
             f"train.adversarial.eps={eps} must be in (0, 1] (the [0, 1] pixel scale: 8/255, not 8)."
         )
     if not 0 < step_size <= 1:
-        raise ValueError(
+        raise ConfigError(
             f"train.adversarial.step_size={step_size} must be in (0, 1] (the [0, 1] pixel "
             f"scale: 2/255, not 2)."
         )
@@ -59,7 +60,7 @@ class AdversarialTraining:
     def __post_init__(self):
         _check(self.steps, self.eps, self.step_size)
         if self.steps < 1:
-            raise ValueError("AdversarialTraining needs steps >= 1 (use None for none).")
+            raise ConfigError("AdversarialTraining needs steps >= 1 (use None for none).")
 
     @classmethod
     def from_config(cls, train_config) -> AdversarialTraining | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack
 from capjax.defenses.apegan import APEGANTrainer
 from capjax.models.apegan import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
@@ -31,7 +32,7 @@ def validate(config) -> None:
     """The APE-GAN section's names, checked before any training."""
     a = config.apegan
     if a.generator.upsampling not in UPSAMPLING:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown apegan.generator.upsampling {a.generator.upsampling!r}; choose one of "
             f"{UPSAMPLING}."
         )

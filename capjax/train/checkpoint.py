@@ -16,6 +16,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from capjax.core.errors import ConfigError
+
 
 def state_fingerprint(state: Any) -> dict[str, Any]:
     """{"structure": sha256 of every leaf's path/shape/dtype, "leaves": count}."""
@@ -100,7 +102,7 @@ class Checkpointer:
             details = ", ".join(
                 f"{k}: checkpoint has {a!r}, config wants {b!r}" for k, (a, b) in mismatched.items()
             )
-            raise ValueError(
+            raise ConfigError(
                 f"The checkpoint in {self.directory} (step {step}) does not match this run "
                 f"({details}). Refusing to resume or overwrite it: use another --workdir, or "
                 f"run with the configuration that wrote it (saved beside it as config.json)."

@@ -21,6 +21,7 @@ import optax
 
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.core.jsonio import write_json
 from capjax.eval.accuracy import accuracy
 from capjax.models import classifier_names, get_classifier
@@ -64,21 +65,21 @@ def parse_dtype(name: str, field: str, *, allow_auto: bool = True) -> Any:
     """
     if name == AUTO_DTYPE:
         if not allow_auto:
-            raise ValueError(
+            raise ConfigError(
                 f"{field}='auto' is not allowed: storage dtypes are chosen explicitly (keep "
                 f"float32); 'auto' is for the compute dtype. Choose one of {tuple(DTYPES)}."
             )
         return auto_dtype()
     if name not in DTYPES:
         choices = tuple(DTYPES) + ((AUTO_DTYPE,) if allow_auto else ())
-        raise ValueError(f"Unknown {field} {name!r}; choose one of {choices}.")
+        raise ConfigError(f"Unknown {field} {name!r}; choose one of {choices}.")
     return DTYPES[name]
 
 
 def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
     """The Flax classifier a `model` config section describes."""
     if model_config.name not in classifier_names():
-        raise ValueError(
+        raise ConfigError(
             f"Unknown model.name {model_config.name!r}; registered classifiers: "
             f"{', '.join(classifier_names())}."
         )
@@ -133,11 +134,11 @@ def load_data(config: ml_collections.ConfigDict, workdir: str | None) -> data_li
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
     """Name and size checks that must fail before any data loading or compilation."""
     if config.data.source not in data_lib.SOURCES:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown data.source {config.data.source!r}; choose one of {data_lib.SOURCES}."
         )
     if config.model.name not in classifier_names():
-        raise ValueError(
+        raise ConfigError(
             f"Unknown model.name {config.model.name!r}; registered classifiers: "
             f"{', '.join(classifier_names())}."
         )
@@ -352,7 +353,7 @@ def restore_classifier(
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
         if checkpointer.latest_step() is None:
-            raise ValueError(f"No classifier checkpoint in {workdir}/checkpoints.")
+            raise ConfigError(f"No classifier checkpoint in {workdir}/checkpoints.")
         state, _ = checkpointer.restore(
             target, dict(fingerprint(config), **state_fingerprint(abstract))
         )

@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.eval.defense import Defense
 from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
 from capjax.eval.paper_match import dataset_of, run_facts
@@ -36,7 +37,7 @@ def _data_config(config) -> ml_collections.ConfigDict:
         return config
     run_config = read_run_config(config.defense_workdir)
     if "data" not in run_config:
-        raise ValueError(f"The run in {config.defense_workdir} has no data section.")
+        raise ConfigError(f"The run in {config.defense_workdir} has no data section.")
     merged = ml_collections.ConfigDict(config.to_dict())
     merged.data = run_config.data
     return merged
@@ -45,7 +46,7 @@ def _data_config(config) -> ml_collections.ConfigDict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Loads the defense, the surrogate(s) when a row needs one, and runs the suite."""
     if not config.defense_workdir:
-        raise ValueError(
+        raise ConfigError(
             "Set --config.defense_workdir to the finished run that holds the defense (for "
             "none, jpeg, tvm and adv_training: a classifier run)."
         )
@@ -104,7 +105,7 @@ def _surrogate(config, dataset) -> Defense:
         local = load_defense(config.defense, config.surrogate_defense_workdir, dataset=dataset)
         return dataclasses.replace(local, name=f"local copy of {local.name}")
     if not config.surrogate_workdir:
-        raise ValueError(
+        raise ConfigError(
             "This suite has black-box transfer rows: set --config.surrogate_workdir to a "
             "classifier run trained like the target with another seed (a CAP-GAN run keeps "
             "one in <its workdir>/surrogate), or --config.surrogate_defense_workdir."

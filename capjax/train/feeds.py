@@ -27,6 +27,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 
 FEEDS = ("auto", "device", "host")
 
@@ -111,7 +112,7 @@ class DeviceFeed:
         self.input_shardings = (self._replicated, self._replicated, self._replicated)
         labels = np.asarray(batches.labels, np.int32)
         if len(labels) >= np.iinfo(np.int32).max:
-            raise ValueError(f"{len(labels)} examples are too many for int32 indices.")
+            raise ConfigError(f"{len(labels)} examples are too many for int32 indices.")
         self._arrays = {
             "image": _replicate(np.asarray(batches.images), self._replicated),
             "label": _replicate(labels, self._replicated),
@@ -168,7 +169,7 @@ def _device_feed_fits(batches, mesh: Mesh) -> bool:
 def check_feed(where: str) -> None:
     """Raises ValueError unless `where` is a value of `data.feed`."""
     if where not in FEEDS:
-        raise ValueError(
+        raise ConfigError(
             f"data.feed={where!r} is not a feed: use one of {', '.join(map(repr, FEEDS))}."
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.models.denoiser import DUNet
@@ -30,7 +31,7 @@ TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
 def validate(config) -> None:
     """The HGD section's names, checked before any training."""
     if config.hgd.loss not in GUIDED_LOSSES:
-        raise ValueError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
+        raise ConfigError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
     check_training_attack(config.hgd.attack.to_dict(), "hgd.attack")
     classifier_lib.parse_dtype(config.hgd.dtype, "hgd.dtype")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax.core.errors import ConfigError
 from capjax.eval.defense import Defense, keyed
 from capjax.train import classifier as classifier_lib
 
@@ -51,7 +52,7 @@ def read_run_config(workdir: str) -> ml_collections.ConfigDict:
     """
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
-        raise ValueError(
+        raise ConfigError(
             f"{workdir} holds no capjax run (no config.json): pass the --workdir of a finished "
             f"`python -m capjax.main` run."
         )
@@ -78,7 +79,7 @@ def load_classifier(workdir: str, dataset=None):
     """(model, variables, config) of the finished classifier run in `workdir`."""
     config = read_run_config(workdir)
     if config.get("task") != "classifier":
-        raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not a classifier run.")
+        raise ConfigError(f"{workdir} holds a {config.get('task')!r} run, not a classifier run.")
     dataset = classifier_lib.load_data(config, workdir) if dataset is None else dataset
     model, variables = classifier_lib.restore_classifier(
         config, workdir, dataset.num_classes, dataset.image_shape
@@ -109,7 +110,7 @@ def load_defense(
       ValueError: unknown name, or the workdir holds the wrong kind of run.
     """
     if name not in DEFENSES:
-        raise ValueError(f"Unknown defense {name!r}; choose one of {sorted(DEFENSES)}.")
+        raise ConfigError(f"Unknown defense {name!r}; choose one of {sorted(DEFENSES)}.")
     task, title = DEFENSES[name]
     options = dict(options or {})
     purify = differentiable = None
@@ -118,7 +119,7 @@ def load_defense(
         logits_fn = classifier_lib.eval_logits_fn(model, variables)
         levels = run_config.model.get("thermometer_levels", 0) or 0
         if (name == "thermometer") != bool(levels):
-            raise ValueError(
+            raise ConfigError(
                 f"defense {name!r} on {workdir}: that classifier was trained "
                 + (
                     f"on a {levels}-level thermometer code; use defense 'thermometer'."
@@ -140,7 +141,7 @@ def load_defense(
     else:
         config = read_run_config(workdir)
         if config.get("task") != task:
-            raise ValueError(
+            raise ConfigError(
                 f"defense {name!r} needs a finished {task!r} run, but {workdir} holds a "
                 f"{config.get('task')!r} run."
             )

@@ -40,6 +40,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.core.jsonio import write_json
 from capjax.run_once import run_once
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
@@ -176,7 +177,7 @@ def _check_same_checkpoint_everywhere(step: int | None, directory: str) -> None:
         listing = ", ".join(
             f"process {i}: {'none' if s < 0 else f'step {s}'}" for i, s in enumerate(seen)
         )
-        raise ValueError(
+        raise ConfigError(
             f"The processes see different checkpoints in {directory} ({listing}). With "
             "several hosts the workdir must be one directory they all share (NFS, Filestore, "
             "or a gcsfuse-mounted bucket), not a local disk on each."

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import jax
 import optax
 
+from capjax.core.errors import ConfigError
+
 SCHEDULES = ("constant", "step", "cosine", "linear_tail")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -37,7 +39,7 @@ def learning_rate_schedule(
       decay_start: where the linear_tail schedule starts decaying, a fraction in [0, 1].
     """
     if kind not in SCHEDULES:
-        raise ValueError(f"Unknown train.schedule {kind!r}; choose one of {SCHEDULES}.")
+        raise ConfigError(f"Unknown train.schedule {kind!r}; choose one of {SCHEDULES}.")
     warmup = int(round(warmup_epochs * steps_per_epoch))
     remaining = max(total_steps - warmup, 1)
     if kind == "constant":
@@ -53,7 +55,7 @@ def learning_rate_schedule(
         main = optax.cosine_decay_schedule(base, remaining)
     else:
         if not 0.0 <= decay_start <= 1.0:
-            raise ValueError(f"train.decay_start={decay_start} must be a fraction in [0, 1].")
+            raise ConfigError(f"train.decay_start={decay_start} must be a fraction in [0, 1].")
         flat = int(round(decay_start * remaining))
         main = optax.join_schedules(
             [optax.constant_schedule(base), optax.linear_schedule(base, 0.0, remaining - flat)],
@@ -81,7 +83,7 @@ def make_optimizer(
     which is what `torch.optim.SGD(weight_decay=...)` does and what the papers' code used.
     """
     if kind not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {kind!r}; choose one of {OPTIMIZERS}.")
+        raise ConfigError(f"Unknown optimizer {kind!r}; choose one of {OPTIMIZERS}.")
     if kind == "sgd":
         base = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
     else:

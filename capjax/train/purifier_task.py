@@ -19,6 +19,7 @@ import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.train import classifier as classifier_lib
@@ -111,7 +112,7 @@ def train_and_evaluate(
     """
     mesh = mesh_lib.make_mesh()
     if AdversarialTraining.from_config(config.train) is not None:
-        raise ValueError(
+        raise ConfigError(
             f"train.adversarial applies to classifier training, not to the {task} purifier; "
             f"to defend an adversarially trained target, set target.train.adversarial."
         )
@@ -194,7 +195,7 @@ def restore_finished(
     try:
         expected_step = config.train.epochs * steps_per_epoch
         if checkpointer.latest_step() != expected_step:
-            raise ValueError(
+            raise ConfigError(
                 f"The {title} run in {workdir} has not finished (checkpoint step "
                 f"{checkpointer.latest_step()} of {expected_step}); run it to the end first."
             )

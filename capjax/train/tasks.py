@@ -7,6 +7,8 @@ from typing import Any
 
 import ml_collections
 
+from capjax.core.errors import ConfigError
+
 TASKS = {
     "classifier": "capjax.train.classifier",
     "cafd": "capjax.train.cafd",
@@ -26,5 +28,5 @@ def run_task(config: ml_collections.ConfigDict, workdir: str) -> Any:
     """
     task = config.get("task")
     if task not in TASKS:
-        raise ValueError(f"Unknown config.task {task!r}; known tasks: {', '.join(sorted(TASKS))}.")
+        raise ConfigError(f"Unknown config.task {task!r}; known tasks: {', '.join(sorted(TASKS))}.")
     return importlib.import_module(TASKS[task]).run(config, workdir)

@@ -12,6 +12,7 @@ the same shape and dtype inside the threat model exactly.
 This package imports nothing else of capjax: use it with your own models and training code.
 """
 
+from capjax.attacks._common import LogitsFn as LogitsFn  # the type of every attack's model
 from capjax.attacks.apgd import apgd, apgd_t
 from capjax.attacks.autoattack import autoattack
 from capjax.attacks.fab import fab

@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The model, as every attack takes it: (N, H, W, C) float images in [0, 1] -> (N, K) logits.
+LogitsFn = Callable[[jax.Array], jax.Array]
+
 NORMS = ("linf", "l2")
 # Images may stray this far outside [0, 1] through float round-off before we complain.
 RANGE_TOLERANCE = 1e-6

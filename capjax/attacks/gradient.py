@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax.attacks._common import (
+    LogitsFn,
     attack_loop,
     check_attack_inputs,
     check_nonnegative,
@@ -35,7 +36,6 @@ from capjax.attacks._common import (
     require_key,
 )
 
-LogitsFn = Callable[[jax.Array], jax.Array]
 LOSSES = {"ce": cross_entropy, "margin": margin}
 
 

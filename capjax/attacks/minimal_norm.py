@@ -8,13 +8,13 @@ report robustness at a given radius. Both compute in float32 and cast the result
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from capjax.attacks._common import (
+    LogitsFn,
     attack_loop,
     check_attack_inputs,
     check_nonnegative,
@@ -27,7 +27,6 @@ from capjax.attacks._common import (
     num_classes_of,
 )
 
-LogitsFn = Callable[[jax.Array], jax.Array]
 # The "no upper bound yet" value of CW's binary search, as in the authors' code.
 _NO_BOUND = 1e10
 # Abort-early (Carlini's code, advertorch): a round stops when the batch's total loss has not

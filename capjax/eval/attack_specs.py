@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from capjax import attacks
+from capjax.attacks import LogitsFn
 from capjax.core.errors import ConfigError
 
-LogitsFn = Callable[[jax.Array], jax.Array]
 AttackFn = Callable[[LogitsFn, jax.Array, jax.Array, jax.Array], jax.Array]
 
 KINDS = ("none", "single_step", "iterative", "unbounded", "score_based", "ensemble")

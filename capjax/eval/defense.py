@@ -20,7 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
-LogitsFn = Callable[[jax.Array], jax.Array]
+from capjax.attacks import LogitsFn
+
 KeyedPurify = Callable[[jax.Array, jax.Array], jax.Array]
 
 

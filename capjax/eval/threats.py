@@ -20,11 +20,10 @@ import jax
 import jax.numpy as jnp
 
 from capjax import attacks
+from capjax.attacks import LogitsFn
 from capjax.core.errors import ConfigError
 from capjax.eval import attack_specs
 from capjax.eval.defense import Defense
-
-LogitsFn = Callable[[jax.Array], jax.Array]
 
 DESCRIPTIONS = {
     "clean": "no attack",

@@ -31,7 +31,7 @@ import optax
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack, craft_training_examples
-from capjax.defenses.cafd import make_purify
+from capjax.defenses.purifier_parts import make_purify
 
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 # The paper's loss weights (xi1, xi2).

@@ -66,12 +66,18 @@ from capjax.attacks.feature import (
     feature_distance,
 )
 from capjax.core.errors import ConfigError
+from capjax.defenses.purifier_parts import (
+    FEATURE_SOURCES,
+    TargetFn,
+    check_choice,
+    frozen_target_fn,
+    make_purify,
+)
 
 LOSS_FORMS = ("eq6", "eq7")
 CLASS_WEIGHTS = ("softmax", "argmax")
 CAM_CLASSES = ("clean", "own")
 CAM_KINDS = ("features", "map")
-FEATURE_SOURCES = ("head_input", "last_conv")
 # Eq. 10 weights. lambda1 = 1e3 on CIFAR-10 and 1e2 on SVHN; lambda2 = 5e-3 (authors' code).
 LAMBDA_CAF_CIFAR10 = 1e3
 LAMBDA_CAF_SVHN = 1e2
@@ -80,73 +86,11 @@ LAMBDA_ADV = 5e-3
 # 1e3 in absolute terms, i.e. 1e-6 inside L_caf once lambda1 = 1e3 multiplies it.
 EQ7_WEIGHT_SCALE = 1e-6
 
-# (N, H, W, C) images -> (logits (N, K), last conv features (N, h, w, C')).
-TargetFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 Size = tuple[int, int] | str | None
-
-
-def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"Unknown {name} {value!r}; choose one of {choices}.")
 
 
 def _out_size(size: Size, x: jax.Array) -> tuple[int, int] | None:
     return tuple(x.shape[1:3]) if size == "input" else size
-
-
-def _last_conv_output(model: nn.Module, variables: Any, x: jax.Array):
-    """(logits, output of the last `nn.Conv` that `model` calls) in eval mode.
-
-    The convolutions are recorded in call order as the model is traced (Flax calls the
-    `capture_intermediates` filter at each module call), so "last" means last executed, not
-    last declared. In a residual network that can be a shortcut projection.
-    """
-    called: list[tuple[str, ...]] = []
-
-    def record_conv(module: nn.Module, method_name: str) -> bool:
-        if isinstance(module, nn.Conv) and method_name == "__call__":
-            called.append(tuple(module.scope.path))
-            return True
-        return False
-
-    logits, state = model.apply(
-        variables, x, train=False, capture_intermediates=record_conv, mutable=["intermediates"]
-    )
-    if not called:
-        raise ConfigError(
-            f"feature_source='last_conv': {type(model).__name__} calls no flax.linen.Conv, so "
-            "there is no last convolution to take the features from."
-        )
-    node = state["intermediates"]
-    for name in called[-1]:
-        node = node[name]
-    return logits, node["__call__"][0]
-
-
-def frozen_target_fn(
-    model: nn.Module, variables: Any, feature_source: str = "head_input"
-) -> TargetFn:
-    """x -> (logits, features) of a capjax classifier in eval mode, its variables constant.
-
-    The variables pass through `stop_gradient`, so no gradient ever reaches the target, and
-    `train=False` means its batch statistics are only read.
-
-    Args:
-      model, variables: a capjax zoo classifier (or any with the same interface).
-      feature_source: "head_input" (default): the map the head pools, i.e. the model's
-        `return_features=True` output, after the last BatchNorm and ReLU (CAM's definition);
-        "last_conv": the output of the last convolution the model calls, before its
-        BatchNorm (the authors' hook on the last `nn.Conv2d`).
-    """
-    _check_choice("feature_source", feature_source, FEATURE_SOURCES)
-
-    def target_fn(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        frozen = jax.lax.stop_gradient(variables)
-        if feature_source == "last_conv":
-            return _last_conv_output(model, frozen, x)
-        return model.apply(frozen, x, train=False, return_features=True)
-
-    return target_fn
 
 
 def caf_loss_eq6(
@@ -181,8 +125,8 @@ def caf_loss_eq6(
     Returns:
       Scalar float32, the batch mean; exactly 0 when x_hat == x_clean.
     """
-    _check_choice("cam_classes", cam_classes, CAM_CLASSES)
-    _check_choice("kind", kind, CAM_KINDS)
+    check_choice("cam_classes", cam_classes, CAM_CLASSES)
+    check_choice("kind", kind, CAM_KINDS)
     compute = class_activation_features if kind == "features" else class_activation_maps
     kernel = jax.lax.stop_gradient(head_kernel)
     clean_logits, clean_features = jax.lax.stop_gradient(target_fn(x_clean))
@@ -233,7 +177,7 @@ def caf_loss_eq7(
     Returns:
       Scalar float32, the batch mean; exactly 0 when x_hat == x_clean.
     """
-    _check_choice("class_weights", class_weights, CLASS_WEIGHTS)
+    check_choice("class_weights", class_weights, CLASS_WEIGHTS)
     kernel = jax.lax.stop_gradient(head_kernel).astype(jnp.float32)
     clean_logits, clean_features = jax.lax.stop_gradient(target_fn(x_clean))
     hat_logits, hat_features = target_fn(x_hat)
@@ -329,23 +273,6 @@ class CAFDState:
         }
 
 
-def make_purify(denoiser: nn.Module, variables: Any) -> Callable[[jax.Array], jax.Array]:
-    """purify(x): (N, H, W, C) float in [0, 1] -> x_hat, same shape, float32 in [0, 1].
-
-    Eval mode: the denoiser's batch statistics are read, never updated.
-    """
-
-    def purify(x: jax.Array) -> jax.Array:
-        if x.ndim != 4 or not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ConfigError(
-                f"purify expects (N, H, W, C) float images in [0, 1], got shape "
-                f"{tuple(x.shape)} and dtype {x.dtype}."
-            )
-        return denoiser.apply(variables, x, train=False)
-
-    return purify
-
-
 @dataclasses.dataclass
 class CAFDTrainer:
     """The pure pieces of CAFD training (Algorithm 2), for the generic loop and for tests.
@@ -402,12 +329,12 @@ class CAFDTrainer:
     unroll: bool | int | None = None
 
     def __post_init__(self):
-        _check_choice("loss_form", self.loss_form, LOSS_FORMS)
-        _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
-        _check_choice("cam_classes", self.cam_classes, CAM_CLASSES)
-        _check_choice("cam_kind", self.cam_kind, CAM_KINDS)
-        _check_choice("feature_source", self.feature_source, FEATURE_SOURCES)
-        _check_choice("cam_normalize_order", self.cam_normalize_order, NORMALIZE_ORDERS)
+        check_choice("loss_form", self.loss_form, LOSS_FORMS)
+        check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
+        check_choice("cam_classes", self.cam_classes, CAM_CLASSES)
+        check_choice("cam_kind", self.cam_kind, CAM_KINDS)
+        check_choice("feature_source", self.feature_source, FEATURE_SOURCES)
+        check_choice("cam_normalize_order", self.cam_normalize_order, NORMALIZE_ORDERS)
         if not 0 <= self.attack_eps <= 1:
             raise ConfigError(
                 f"attack_eps={self.attack_eps} must be in [0, 1] (the [0, 1] pixel scale: "

@@ -32,7 +32,7 @@ import optax
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack, craft_training_examples
-from capjax.defenses.cafd import TargetFn, frozen_target_fn, make_purify
+from capjax.defenses.purifier_parts import TargetFn, frozen_target_fn, make_purify
 
 GUIDED_LOSSES = ("logits", "features")
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}

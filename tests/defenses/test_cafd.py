@@ -21,11 +21,10 @@ from capjax.defenses.cafd import (
     caf_loss_eq6,
     caf_loss_eq7,
     cafd_denoiser_loss,
-    frozen_target_fn,
-    make_purify,
     ragan_discriminator_loss,
     ragan_generator_loss,
 )
+from capjax.defenses.purifier_parts import frozen_target_fn, make_purify
 from capjax.models import get_classifier
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
 

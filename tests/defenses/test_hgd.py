@@ -10,8 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from capjax.defenses.cafd import frozen_target_fn
 from capjax.defenses.hgd import HGDState, HGDTrainer, guided_loss
+from capjax.defenses.purifier_parts import frozen_target_fn
 from capjax.models import get_classifier
 from capjax.models.denoiser import DUNet
 

@@ -173,9 +173,11 @@ def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDi
                 "class_weights": "softmax",  # Eq. 7 weight rows: softmax | argmax (authors)
                 "cam_classes": "clean",  # Eq. 6 classes: clean | own
                 "cam_normalize": "per_image",  # per_image | batch (authors)
-                # CAFA's maps: normalised after_upsampling | before_upsampling (authors)
+                # CAFA's maps: normalised after_upsampling | before_upsampling (authors).
+                # P's features: head_input (the map the head pools) | last_conv (authors).
+                # The authors' pair purified no better on real CIFAR-10 (the docstring of
+                # capjax.defenses.cafd has the measurement).
                 "cam_normalize_order": "after_upsampling",
-                # P's features: head_input (the map the head pools) | last_conv (authors)
                 "feature_source": "head_input",
                 "lambda_caf": lambda_caf,  # Eq. 10 lambda1
                 "lambda_adv": 5e-3,  # Eq. 10 lambda2

@@ -38,7 +38,7 @@ Facts taken from the authors' public code (dwDavidxd/CAFD, `example_cam.py`: `CA
   min-max normalise before upsampling; capjax's default is the feature map the head pools
   (the classifier's `return_features=True` output), which is CAM's definition, normalised
   after upsampling. Both of the authors' choices are options: `normalize_order` here, and
-  the feature source in `capjax.defenses.cafd.frozen_target_fn` (`feature_source`).
+  the feature source in `capjax.defenses.purifier_parts.frozen_target_fn` (`feature_source`).
 """
 
 from __future__ import annotations

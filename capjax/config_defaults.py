@@ -150,7 +150,7 @@ def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 
 def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDict:
-    """CAFD with the authors' code's defaults (papers/README.md), on a tfds dataset."""
+    """CAFD with the authors' code's defaults (docs/sources.md), on a tfds dataset."""
     return ml_collections.ConfigDict(
         {
             "task": "cafd",
@@ -239,7 +239,7 @@ def shrink_cafd_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.Co
 
 
 def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
-    """CAP-GAN (papers/cap-gan.md with the gaps filled as papers/README.md says)."""
+    """CAP-GAN, with the gaps of the paper's text filled as docs/sources.md says."""
     from capjax.eval import paper_suites  # plain row dicts; imported here to keep this light
 
     return ml_collections.ConfigDict(

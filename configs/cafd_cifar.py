@@ -12,7 +12,7 @@ Variants: `eq7` (the default) trains the paper's CAFD, whose L_caf is Eq. 7; `eq
 CAFD', whose L_caf is Eq. 6 (the paper's Table 1 caption: "CAFD and CAFD' ... corresponding
 to Eq. 7 and Eq. 6 respectively"); `smoke` shrinks everything to seconds on a CPU (tests).
 
-Defaults are the authors' code's (papers/README.md): Adam lr 1e-3, L2 weight decay 2e-4,
+Defaults are the authors' code's (docs/sources.md): Adam lr 1e-3, L2 weight decay 2e-4,
 lr x0.3 after epochs 40, 50, 60, 70 epochs, batch 300 (a multiple of the device count is
 needed: use 304 on 8 devices), lambda1 = 1e3, lambda2 = 5e-3, CAFA eps 8/255, step 0.01,
 100 iterations. Evaluation: PGD eps 8/255, step 0.01, 40 iterations.

@@ -21,7 +21,7 @@ transfer and BPDA-I-40 only) for an ablation; none for a setting the paper has n
 (`capjax.eval.paper_match`). The run's fingerprint covers every loss, network and domain
 setting, so a workdir trained with another alpha or T is refused, not re-titled.
 
-Defaults: U-GAT-IT's (papers/README.md) scaled to 32x32: 64 base channels, 4 residual blocks,
+Defaults: U-GAT-IT's (docs/sources.md) scaled to 32x32: 64 base channels, 4 residual blocks,
 two downsamplings, global (3 downsamplings) and local (2) discriminators with spectral norm;
 Adam lr 1e-4, betas (0.5, 0.999), weight decay 1e-4, linear decay over the second half;
 weights adversarial 1, cycle 10, identity 10, CAM 1000; alpha 0.7, T 10 (the paper's best).

@@ -460,7 +460,7 @@ def ti_dim(
     Each step takes the gradient at `input_diversity(x_adv)`, smooths it with a Gaussian
     kernel (which approximates averaging over translations), then follows MI-FGSM. Defaults
     are the CAFD authors' evaluation settings (decay 1, diversity probability 0.5, kernel 15
-    with nsig 3, see papers/README.md); 10 steps of eps / steps as in MI-FGSM. The last
+    with nsig 3, see docs/sources.md); 10 steps of eps / steps as in MI-FGSM. The last
     iterate is returned, as in the papers.
 
     | setting | steps | step size | decay | diversity | kernel, nsig |

@@ -36,7 +36,7 @@ CW_ABORT_CHECKS = 10
 
 # Named settings of `cw_l2` (pass as `cw_l2(f, x, y, **CW_L2_PRESETS[name])`, or as an attack
 # spec {"name": "cw", **CW_L2_PRESETS[name]}):
-# - cafd_paper: the CAFD authors' advertorch call (papers/README.md), capjax's defaults.
+# - cafd_paper: the CAFD authors' advertorch call (docs/sources.md), capjax's defaults.
 # - carlini: Carlini & Wagner's reference code (nn_robust_attacks, l2_attack.py).
 # - torchattacks: torchattacks.CW's defaults (no binary search; it stops early when the
 #   batch's loss rises at one of 10 checks, close to the abort-early rule here).
@@ -124,7 +124,7 @@ def cw_l2(
     previous of 10 evenly spaced checks, as Carlini's code and advertorch do.
 
     Defaults are the `cafd_paper` preset, the CAFD authors' advertorch call
-    (papers/README.md). Other presets (`CW_L2_PRESETS`):
+    (docs/sources.md). Other presets (`CW_L2_PRESETS`):
 
     | preset | steps | confidence | initial c | binary search | lr | abort early |
     |---|---|---|---|---|---|---|

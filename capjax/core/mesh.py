@@ -1,6 +1,6 @@
 """One data-parallel mesh over every device, and moving host batches onto it.
 
-DESIGN.md principle 5: batches are sharded along the mesh axis `data`, states are replicated,
+docs/design.md principle 5: batches are sharded along the mesh axis `data`, states are replicated,
 and the same program runs on 1 device, 8 devices or several hosts.
 """
 

@@ -20,7 +20,7 @@ Reading of the paper's ambiguous points (each is an option):
   [16]) with BCE, as in ESRGAN (whose 5e-3 weight the authors kept), averages a real and a
   fake term, each against the mean logit of the other side. That form is used.
 
-Facts from the authors' code (dwDavidxd/CAFD, `papers/README.md`) used as defaults: CAFA with
+Facts from the authors' code (dwDavidxd/CAFD, `docs/sources.md`) used as defaults: CAFA with
 eps 8/255, step 0.01, 100 iterations, random start; Eq. 7 as 1e3 x MSE of the upsampled
 last-conv features + 1e-3 x MSE of the class weight rows; GAN weight 5e-3; Adam lr 1e-3 with
 PyTorch-style L2 weight decay 2e-4 (`optax.chain(optax.add_decayed_weights(2e-4),

@@ -5,7 +5,7 @@ D_A (`capjax.models.capgan`), learn to translate between the adversarial domain 
 clean domain C, CycleGAN style, with pixel-level terms (LSGAN, identity, cycle) and
 feature-level terms (CAM, semantic distillation from the frozen target classifier f).
 
-How the gaps of the paper's text are filled (`papers/README.md`; each is an option):
+How the gaps of the paper's text are filled (`docs/sources.md`; each is an option):
 - Domain A: PGD (L-inf, eps 8/255) against f on the current training batch, crafted inside
   the jitted step, fresh at every step: x_adv and x are paired, which L_sem needs.
 - L_sem (end of Section III-C, missing from the text): Hinton et al.'s distillation,

@@ -1,9 +1,9 @@
 """Attacks named by plain config dicts: `{"name": "pgd", "eps": 8/255, "steps": 40, ...}`.
 
-A config never stores an attack object (DESIGN.md, Configs); the evaluation suite turns each
-spec into an `AttackFn = (logits_fn, x, y, key) -> x_adv` here. Every key other than `name`
-is passed to the attack as a keyword option, checked against the attack's signature so that
-a typo fails before anything is compiled.
+A config never stores an attack object (docs/design.md, Configs); the evaluation suite turns
+each spec into an `AttackFn = (logits_fn, x, y, key) -> x_adv` here. Every key other than
+`name` is passed to the attack as a keyword option, checked against the attack's signature so
+that a typo fails before anything is compiled.
 
     attack = make_attack({"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 40})
     x_adv = attack(logits_fn, x, y, key)
@@ -175,7 +175,7 @@ def targets(
 
 
 def _check_values(name: str, given: Mapping[str, Any]) -> None:
-    """Budget and step counts, checked before anything compiles (DESIGN.md principle 7)."""
+    """Budget and step counts, checked before anything compiles (docs/design.md principle 7)."""
     eps = given.get("eps")
     if eps is not None:
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:

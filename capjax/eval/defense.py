@@ -1,7 +1,7 @@
 """What the evaluation suite sees of a defense: a classifier and an optional purifier.
 
 Every defense capjax evaluates (none, CAFD, CAP-GAN, the baselines) is reduced to this one
-shape, so that each threat model is built once (DESIGN.md principle 3):
+shape, so that each threat model is built once (docs/design.md principle 3):
 
 - `classifier`: the protected classifier f, x in [0, 1] -> logits (adversarial training and
   input encodings live here, inside f);

@@ -5,7 +5,7 @@ belongs to, "label": its column in that table, "paper": the paper's accuracy or 
 its position}. Rows are keyed by an id that names the file its per-example results are saved
 under.
 
-Settings not printed in the papers follow the sources named in `papers/README.md`:
+Settings not printed in the papers follow the sources named in `docs/sources.md`:
 - CAP-GAN: eps 8/255 everywhere; PGD and BPDA step 2/255 with a random start (Madry et
   al.'s CIFAR-10 setting, which the paper's PGD_7 follows for its AT baseline); MI-FGSM 20
   steps of eps/20 with decay 1; CW-L2 as CAFD's scripts (100 steps, 4 searches); SPSA and

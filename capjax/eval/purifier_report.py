@@ -1,6 +1,6 @@
 """Accuracy of a purifier-defended classifier under the papers' threat models, and its report.
 
-Threat models (all built from `logits_fn` and `purify`, DESIGN.md principle 3):
+Threat models (all built from `logits_fn` and `purify`, docs/design.md principle 3):
 - clean: the classifier alone, and classifier(purify(x));
 - the papers' ("gray-box" in CAFD, "white-box" in CAP-GAN): PGD crafted against the
   classifier alone, then purified;

@@ -4,7 +4,7 @@ CAP-GAN (Kang et al., IJCNN 2021, Section III-B) takes its generator and discrim
 U-GAT-IT (Kim et al., the paper's [17]); the paper gives their parts (encoder E, auxiliary
 domain classifier eta, attention map M, decoder G or convolutional classifier) but no layer
 layout. The layout below follows the public facts of the U-GAT-IT authors' code
-(znxlwm/UGATIT-pytorch, see `papers/README.md`), scaled to 32x32 inputs by configurable
+(znxlwm/UGATIT-pytorch, see `docs/sources.md`), scaled to 32x32 inputs by configurable
 attributes: 64 base channels, 4 residual blocks, AdaILN with a `rho` the trainer clips to
 [0, 1], and a global plus a local spectrally normalised discriminator per domain. The
 gamma/beta MLP is capjax's default `light=True` (U-GAT-IT's `--light` option, on pooled

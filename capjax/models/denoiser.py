@@ -3,7 +3,7 @@
 CAFD (Zhou et al., ICCV 2021, Section 4.1) uses the "DUNET" of HGD (Liao et al., CVPR 2018)
 as its denoiser and a VGG-style discriminator (BasicSR / ESRGAN). The paper names them only;
 the layer-by-layer layout below is taken from the facts of the authors' code
-(dwDavidxd/CAFD, see `papers/README.md`), scaled by configurable attributes so tests and
+(dwDavidxd/CAFD, see `docs/sources.md`), scaled by configurable attributes so tests and
 smoke configs can build small versions. Neither network is a classifier, so neither is
 registered in the classifier registry.
 

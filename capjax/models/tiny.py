@@ -1,7 +1,7 @@
 """A tiny CNN for tests, the demo and CPU work.
 
 It uses strided convolutions instead of max pooling: on XLA:CPU the gradient of max pooling
-(select-and-scatter) is about twice as slow as the convolutions around it (DESIGN.md).
+(select-and-scatter) is about twice as slow as the convolutions around it (docs/design.md).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def test_attacks_import_nothing_else_of_capjax():
 
 
 def test_design_doc_example_runs_on_a_user_model():
-    """DESIGN.md's example with a plain linear model that is not a capjax model."""
+    """docs/design.md's example with a plain linear model that is not a capjax model."""
     w = jax.random.normal(jax.random.key(0), (32 * 32 * 3, 10)) * 0.01
     logits_fn = lambda x: x.reshape(x.shape[0], -1) @ w
     x = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3))

@@ -87,8 +87,8 @@ def main(argv: list[str]) -> None:
     # Imported here so that `--help` answers without starting JAX.
     from capjax.core.mesh import distributed_settings, maybe_initialize_distributed
     from capjax.cpu_devices import configure_cpu_devices
+    from capjax.tasks.registry import run_task
     from capjax.train.loop import TrainingDiverged, TrainingInterrupted
-    from capjax.train.tasks import run_task
 
     if not os.environ.get("CAPJAX_DEBUG"):
         logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO

@@ -2,10 +2,9 @@
 attacks / models -> data -> core.
 
 Every import of a capjax module, at the top of a file or inside a function, is read from the
-source and checked against the layer order below. The only arrows allowed across train and
-eval come from the task runners still in `capjax/train/` (`TASK_RUNNERS_IN_TRAIN`), which
-issue #18 moves to `capjax/tasks/`; the set may only shrink: a new wrong-way import fails,
-and so does an entry that is no longer needed.
+source and checked against the layer order below. train and eval sit side by side and never
+import each other: only a task runner (`capjax/tasks/`), which trains and then evaluates,
+uses both.
 """
 
 from __future__ import annotations
@@ -23,9 +22,11 @@ LAYERS = {
     "capjax.data": 1,
     "capjax.attacks": 2,
     "capjax.models": 2,
+    "capjax.metrics": 2,
     "capjax.defenses": 3,
     "capjax.train": 4,
     "capjax.eval": 4,
+    "capjax.tasks": 5,
     "capjax.config_defaults": 5,
     "capjax.bench": 6,
     "capjax.main": 6,
@@ -34,18 +35,6 @@ LAYERS = {
 # Same-layer arrows that must not exist either: training and evaluation stay independent,
 # and only task runners (which train, then evaluate) use both.
 FORBIDDEN_SIDEWAYS = {("capjax.eval", "capjax.train"), ("capjax.train", "capjax.eval")}
-
-# Task runners that still live in train/ and evaluate through eval. Issue #18 moves them to
-# capjax/tasks/, a layer above both; the set may only shrink.
-TASK_RUNNERS_IN_TRAIN = {
-    "capjax.train.cafd",
-    "capjax.train.capgan",
-    "capjax.train.classifier",
-    "capjax.train.demo",
-    "capjax.train.eval_task",
-    "capjax.train.load_defense",
-    "capjax.train.purifier_task",
-}
 
 
 def layer_of(module: str) -> tuple[str, int]:
@@ -89,8 +78,7 @@ def wrong_way() -> set[tuple[str, str]]:
     bad = set()
     for importer, imported in arrows():
         (src_pkg, src), (dst_pkg, dst) = layer_of(importer), layer_of(imported)
-        runner = importer in TASK_RUNNERS_IN_TRAIN and dst_pkg == "capjax.eval"
-        if dst > src or ((src_pkg, dst_pkg) in FORBIDDEN_SIDEWAYS and not runner):
+        if dst > src or (src_pkg, dst_pkg) in FORBIDDEN_SIDEWAYS:
             bad.add((importer, imported))
     return bad
 
@@ -103,12 +91,6 @@ def test_every_module_is_in_a_layer():
 def test_no_import_points_up_the_layers_or_across_train_and_eval():
     bad = sorted(wrong_way())
     assert not bad, f"imports against the layer order (see the module docstring): {bad}"
-
-
-def test_the_task_runners_left_in_train_still_need_the_exception():
-    evaluating = {a for a, b in arrows() if b.startswith("capjax.eval")}
-    done = TASK_RUNNERS_IN_TRAIN - evaluating
-    assert not done, f"no longer import eval, so remove them from TASK_RUNNERS_IN_TRAIN: {done}"
 
 
 def test_the_bottom_layer_imports_no_other_capjax_package():

@@ -78,7 +78,7 @@ def test_only_configuration_errors_lose_their_traceback(error, tmp_path, monkeyp
     from capjax import cpu_devices
     from capjax import main as main_lib
     from capjax.core.errors import ConfigError
-    from capjax.train import tasks
+    from capjax.tasks import registry as tasks
 
     def run_task(config, workdir):
         raise ConfigError("bad field") if error == "config" else ValueError("a bug")

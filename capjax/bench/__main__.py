@@ -1,13 +1,15 @@
 """`python -m capjax.bench <benchmark> [options]`: throughput and compile-time benchmarks.
 
-Each benchmark is a module `capjax.bench.<name>` with a `run(argv: list[str]) -> None` that
-parses its own options (`python -m capjax.bench <name> --help`).
+Each benchmark is a module of `capjax.bench` (named after the benchmark unless
+`capjax.bench.MODULES` says otherwise) with a `run(argv: list[str]) -> None` that parses its
+own options (`python -m capjax.bench <name> --help`).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+
+from capjax.bench import run_benchmark
 
 BENCHMARKS = {
     "train": "training images/s and compile time of the classifier train step",
@@ -31,7 +33,7 @@ def main(argv: list[str]) -> None:
     from capjax.cpu_devices import configure_cpu_devices
 
     configure_cpu_devices()  # before JAX starts: one CPU device per core (CAPJAX_CPU_DEVICES)
-    importlib.import_module(f"capjax.bench.{argv[0]}").run(argv[1:])
+    run_benchmark(argv)
 
 
 if __name__ == "__main__":

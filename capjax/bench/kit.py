@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib
 import io
 import json
 import os
@@ -40,7 +39,7 @@ import time
 import traceback
 from typing import Any
 
-from capjax.bench import report
+from capjax.bench import report, run_benchmark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +121,7 @@ def run_step(step: Step, quick: bool) -> dict[str, Any]:
     error = None
     with report.recording_tables() as tables, contextlib.redirect_stdout(out):
         try:
-            importlib.import_module(f"capjax.bench.{argv[0]}").run(argv[1:])
+            run_benchmark(argv)
         except (Exception, SystemExit) as err:  # record it, go on with the next step
             error = "".join(traceback.format_exception_only(type(err), err)).strip()
     return {

@@ -1,6 +1,6 @@
 """APE-GAN: adversarial perturbation elimination with a GAN (Shen et al., 2017), a baseline.
 
-A generator G (`capjax.models.apegan.APEGANGenerator`) maps adversarial images back to clean
+A generator G (`capjax.models.apegan_nets.APEGANGenerator`) maps adversarial images back to clean
 ones; a discriminator D (`APEGANDiscriminator`) tells clean images from G's outputs. The
 paper's losses (Section 3), with BCE on D's logits:
 - D: BCE(D(x), 1) + BCE(D(G(x_adv)), 0);

@@ -1,7 +1,7 @@
 """CAP-GAN: cycle-consistent attentional purification (Kang, Tran, Cho & Kim, IJCNN 2021).
 
 Two attentional generators, T_A->C (the purifier) and T_C->A, and two discriminators, D_C and
-D_A (`capjax.models.capgan`), learn to translate between the adversarial domain A and the
+D_A (`capjax.models.capgan_nets`), learn to translate between the adversarial domain A and the
 clean domain C, CycleGAN style, with pixel-level terms (LSGAN, identity, cycle) and
 feature-level terms (CAM, semantic distillation from the frozen target classifier f).
 

@@ -353,7 +353,7 @@ def attach_paper_numbers(
 
     Args:
       rows: plain row dicts of the suites named in `suites` ("capgan_table1+adaptive").
-      defense: a `capjax.train.load_defense.DEFENSES` name.
+      defense: a `capjax.tasks.load_defense.DEFENSES` name.
       facts: `paper_match.run_facts` of the defense's run.
 
     Returns:

@@ -22,8 +22,8 @@ from capjax import data as data_lib
 from capjax.attacks.gradient import pgd
 from capjax.attacks.wrappers import defended
 from capjax.core.jsonio import write_json
-from capjax.eval.accuracy import accuracy
 from capjax.eval.summary import interval95
+from capjax.metrics import accuracy
 
 
 def evaluate_purifier(

@@ -9,7 +9,7 @@ from capjax.models import speedrun as _speedrun  # noqa: F401  (registers "speed
 from capjax.models import tiny as _tiny  # noqa: F401  (registers "tiny")
 from capjax.models import vgg as _vgg  # noqa: F401  (registers vgg11/16/19)
 from capjax.models import wrn as _wrn  # noqa: F401  (registers wrn, wrn28_10)
-from capjax.models.capgan import (
+from capjax.models.capgan_nets import (
     AttentionDiscriminator,
     AttentionGenerator,
     MultiScaleDiscriminator,

@@ -1,8 +1,7 @@
-"""The classifier task: train any zoo classifier on any data source, then test it.
+"""Training any zoo classifier on any data source, and restoring it from its workdir.
 
-`python -m capjax.main --config=configs/classifier_cifar.py:model=resnet18 --workdir=DIR`
-lands here. Everything that later tasks need from a trained classifier (building the model,
-restoring its variables from a workdir, evaluating accuracy) is public here too.
+The classifier task (`capjax.tasks.classifier_task`) and every task that needs a target
+classifier build, train and restore it through these functions.
 """
 
 from __future__ import annotations
@@ -22,12 +21,11 @@ import optax
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
 from capjax.core.errors import ConfigError
-from capjax.core.jsonio import write_json
-from capjax.eval.accuracy import accuracy
+from capjax.metrics import accuracy
 from capjax.models import classifier_names, get_classifier
 from capjax.train.adversarial import AdversarialTraining, adversarial_fingerprint
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
-from capjax.train.loop import FitResult, LoopConfig, append_jsonl, fit
+from capjax.train.loop import FitResult, LoopConfig, fit
 from capjax.train.optim import make_optimizer, schedule_from_config
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -360,45 +358,3 @@ def restore_classifier(
     finally:
         checkpointer.close()
     return model, state.variables
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: train, evaluate on the test split, write `results.json`."""
-    trainer, result, dataset = train_classifier(config, workdir)
-    acc = accuracy(
-        trainer.logits_fn(result.state.variables),
-        dataset.test_images,
-        dataset.test_labels,
-        batch_size=config.train.eval_batch_size,
-        desc="test",
-    )
-    results = {
-        "task": "classifier",
-        "model": config.model.name,
-        "dataset": dataset.name,
-        "steps": result.step,
-        "test_accuracy": acc,
-        "num_test": int(len(dataset.test_labels)),
-    }
-    if trainer.adversarial is not None:  # AT: also the training attack on the test split
-        logits_fn = trainer.logits_fn(result.state.variables)
-        results["adversarial_training"] = trainer.adversarial.describe()
-        results["test_adversarial_accuracy"] = accuracy(
-            logits_fn,
-            dataset.test_images,
-            dataset.test_labels,
-            batch_size=config.train.eval_batch_size,
-            transform=trainer.adversarial.test_attack(logits_fn, jax.random.key(config.seed + 1)),
-            desc="test PGD",
-        )
-    append_jsonl(
-        os.path.join(workdir, "metrics.jsonl"),
-        {"split": "test", "step": result.step, "accuracy": acc},
-    )
-    if jax.process_index() == 0:
-        write_json(os.path.join(workdir, "results.json"), results)
-        print(
-            f"{config.model.name} on {dataset.name}: test accuracy {acc:.4f} "
-            f"({len(dataset.test_labels)} images, {result.step} steps)"
-        )
-    return results

@@ -19,7 +19,7 @@ from capjax.defenses.apegan import (
     generator_loss,
 )
 from capjax.models import get_classifier
-from capjax.models.apegan import APEGANDiscriminator, APEGANGenerator
+from capjax.models.apegan_nets import APEGANDiscriminator, APEGANGenerator
 
 NUM_CLASSES = 10
 SIZE = 16

@@ -10,7 +10,7 @@ import pytest
 
 from capjax.core import mesh as mesh_lib
 from capjax.defenses import capgan
-from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
+from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
 from capjax.models.tiny import TinyCNN
 
 SHAPE = (32, 32, 3)

@@ -3,7 +3,7 @@
 import pytest
 
 from capjax.eval import paper_match, paper_suites
-from capjax.train import capgan as capgan_task
+from capjax.tasks import capgan_task as capgan_task
 from configs import cafd_cifar, capgan_cifar, hgd_cifar
 
 
@@ -110,7 +110,7 @@ def test_capgan_fingerprint_covers_alpha_and_temperature():
 
 
 def test_purifier_numbers_need_the_config_setting():
-    from capjax.train.purifier_task import paper_rows
+    from capjax.tasks.purifier_task import paper_rows
 
     config = cafd_cifar.get_config()
     rows, notes = paper_rows(config, "cifar10")

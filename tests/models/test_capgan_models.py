@@ -23,7 +23,7 @@ from capjax.models import (
     MultiScaleDiscriminator,
     attention_features,
 )
-from capjax.models.capgan import ILN, AdaILN
+from capjax.models.capgan_nets import ILN, AdaILN
 
 WIDTH = 8
 

@@ -71,7 +71,8 @@ def main() -> None:
     import jax
     from jax.experimental import multihost_utils
 
-    from capjax.train import classifier, tasks
+    from capjax.tasks import registry as tasks
+    from capjax.train import classifier
     from capjax.train.loop import TrainingInterrupted
 
     batch_hashes: list[str] = []

@@ -15,7 +15,7 @@ from capjax.config_defaults import (
     shrink_cafd_to_smoke,
     shrink_to_smoke,
 )
-from capjax.train import cafd as cafd_task
+from capjax.tasks import cafd_task as cafd_task
 from capjax.train import classifier as classifier_lib
 from capjax.train import targets
 from capjax.train.checkpoint import state_fingerprint

@@ -3,7 +3,7 @@
 import ml_collections
 
 from capjax.eval.defense import Defense
-from capjax.train import demo
+from capjax.tasks import demo_task as demo
 
 PGD = {"name": "pgd", "eps": 8 / 255, "step_size": 0.01, "steps": 2}
 AA = {"name": "autoattack", "eps": 8 / 255}

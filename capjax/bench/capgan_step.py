@@ -25,7 +25,7 @@ import optax
 from capjax.bench.purifier_step import purifier_step
 from capjax.bench.report import describe_device, median_seconds, print_table
 from capjax.config_defaults import capgan_config, shrink_capgan_to_smoke
-from capjax.train import capgan as capgan_task
+from capjax.tasks import capgan_task as capgan_task
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
     python -m capjax.main --config=configs/hgd_cifar.py --workdir=DIR
 
-Stages, each resumable and skipped once finished (`capjax.train.purifier_task`):
+Stages, each resumable and skipped once finished (`capjax.tasks.purifier_task`):
 1. the target classifier (ResNet-18 by default, the CAP-GAN setting) in `DIR/target`, unless
    `config.target.workdir` names a finished classifier run to use;
 2. the DUNET denoiser trained with HGD's guided loss (`capjax.defenses.hgd`) on training
@@ -21,9 +21,9 @@ from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.models.denoiser import DUNet
+from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.purifier_task import load_finished_purifier, train_and_evaluate
 
 TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from capjax.train.tasks import run_task
+from capjax.tasks.registry import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

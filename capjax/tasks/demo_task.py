@@ -28,8 +28,8 @@ from capjax.core import mesh as mesh_lib
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, plain_rows
 from capjax.eval.summary import write_summary
-from capjax.train import cafd as cafd_task
-from capjax.train import capgan as capgan_task
+from capjax.tasks import cafd_task as cafd_task
+from capjax.tasks import capgan_task as capgan_task
 from capjax.train import classifier as classifier_lib
 
 

@@ -37,10 +37,10 @@ DEFENSES = {
 }
 # Tasks whose module offers `load_purifier(config, workdir) -> (purify, logits_fn)`.
 PURIFIER_TASKS = {
-    "cafd": "capjax.train.cafd",
-    "capgan": "capjax.train.capgan",
-    "hgd": "capjax.train.hgd",
-    "apegan": "capjax.train.apegan",
+    "cafd": "capjax.tasks.cafd_task",
+    "capgan": "capjax.tasks.capgan_task",
+    "hgd": "capjax.tasks.hgd_task",
+    "apegan": "capjax.tasks.apegan_task",
 }
 
 

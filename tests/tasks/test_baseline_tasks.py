@@ -20,9 +20,9 @@ import pytest
 
 from capjax import data as data_lib
 from capjax.attacks import defended
-from capjax.eval.accuracy import accuracy
+from capjax.metrics import accuracy
+from capjax.tasks.registry import run_task
 from capjax.train.classifier import restore_classifier
-from capjax.train.tasks import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -97,7 +97,7 @@ def test_purifier_task_end_to_end_on_a_finished_target(task, at_classifier, tmp_
         assert (tmp_path / name).exists(), name
     assert not (tmp_path / "target").exists()  # the finished classifier was reused
     # Re-running finds everything done; the restored purifier gives the same clean accuracy.
-    module = importlib.import_module(f"capjax.train.{task}")
+    module = importlib.import_module(f"capjax.tasks.{task}_task")
     purify, logits_fn = module.load_purifier(config, str(tmp_path))
     dataset = data_lib.load_dataset("synthetic", num_train=8, num_test=32)
     recount = accuracy(

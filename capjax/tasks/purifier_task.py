@@ -4,7 +4,7 @@ evaluation, each stage resumable; and the restore of a finished run's purifier.
 A task module supplies `make_trainer(config, target_model, target_variables,
 steps_per_epoch)` (a trainer with `init_state(key, image_shape)`, `train_step` and
 `purify(state)`) and its checkpoint `fingerprint(config)`; this module does the rest the way
-`capjax.train.cafd` does it.
+`capjax.tasks.cafd_task` does it.
 """
 
 from __future__ import annotations

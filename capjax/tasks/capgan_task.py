@@ -27,10 +27,10 @@ from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
 from capjax.eval.paper_match import dataset_of, run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
-from capjax.models.capgan import AttentionGenerator, MultiScaleDiscriminator
+from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
+from capjax.tasks.purifier_task import load_finished_purifier, train_purifier
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.purifier_task import load_finished_purifier, train_purifier
 from capjax.train.targets import (
     prepare_surrogate,
 )

@@ -10,9 +10,9 @@ import pytest
 
 from capjax import data as data_lib
 from capjax.attacks import defended
-from capjax.eval.accuracy import accuracy
-from capjax.train.cafd import load_purifier
-from capjax.train.tasks import run_task
+from capjax.metrics import accuracy
+from capjax.tasks.cafd_task import load_purifier
+from capjax.tasks.registry import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

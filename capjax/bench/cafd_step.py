@@ -20,7 +20,7 @@ from capjax.bench.purifier_step import purifier_step
 from capjax.bench.report import describe_device, median_seconds, print_table, traced_flops
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.core import mesh as mesh_lib
-from capjax.train import cafd as cafd_task
+from capjax.tasks import cafd_task as cafd_task
 
 CIFAR10_TRAIN = 50_000
 

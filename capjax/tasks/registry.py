@@ -10,13 +10,13 @@ import ml_collections
 from capjax.core.errors import ConfigError
 
 TASKS = {
-    "classifier": "capjax.train.classifier",
-    "cafd": "capjax.train.cafd",
-    "capgan": "capjax.train.capgan",
-    "hgd": "capjax.train.hgd",
-    "apegan": "capjax.train.apegan",
-    "demo": "capjax.train.demo",
-    "eval": "capjax.train.eval_task",
+    "classifier": "capjax.tasks.classifier_task",
+    "cafd": "capjax.tasks.cafd_task",
+    "capgan": "capjax.tasks.capgan_task",
+    "hgd": "capjax.tasks.hgd_task",
+    "apegan": "capjax.tasks.apegan_task",
+    "demo": "capjax.tasks.demo_task",
+    "eval": "capjax.tasks.eval_task",
 }
 
 

@@ -22,13 +22,13 @@ from capjax.eval.defense import Defense
 from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
 from capjax.eval.paper_match import dataset_of, run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
-from capjax.train import classifier as classifier_lib
-from capjax.train.load_defense import (
+from capjax.tasks.load_defense import (
     load_classifier,
     load_defense,
     read_run_config,
     run_fingerprint,
 )
+from capjax.train import classifier as classifier_lib
 
 
 def _data_config(config) -> ml_collections.ConfigDict:

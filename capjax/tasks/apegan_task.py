@@ -2,7 +2,7 @@
 
     python -m capjax.main --config=configs/apegan_cifar.py --workdir=DIR
 
-Stages, each resumable and skipped once finished (`capjax.train.purifier_task`):
+Stages, each resumable and skipped once finished (`capjax.tasks.purifier_task`):
 1. the target classifier (ResNet-18 by default, the CAP-GAN setting) in `DIR/target`, unless
    `config.target.workdir` names a finished classifier run to use;
 2. APE-GAN's generator and discriminator (`capjax.defenses.apegan`) on training examples
@@ -20,10 +20,10 @@ import ml_collections
 from capjax.core.errors import ConfigError
 from capjax.defenses._examples import check_training_attack
 from capjax.defenses.apegan import APEGANTrainer
-from capjax.models.apegan import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
+from capjax.models.apegan_nets import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
+from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.purifier_task import load_finished_purifier, train_and_evaluate
 
 TITLE = "APE-GAN"
 

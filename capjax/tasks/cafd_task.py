@@ -22,9 +22,9 @@ from capjax.defenses.cafd import CAFDTrainer
 from capjax.eval import paper_match
 from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
+from capjax.tasks.purifier_task import load_finished_purifier, paper_rows, train_purifier
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.purifier_task import load_finished_purifier, paper_rows, train_purifier
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:

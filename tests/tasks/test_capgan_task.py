@@ -9,9 +9,9 @@ import pytest
 
 from capjax import data as data_lib
 from capjax.attacks import defended
-from capjax.eval.accuracy import accuracy
-from capjax.train.capgan import load_purifier
-from capjax.train.tasks import run_task
+from capjax.metrics import accuracy
+from capjax.tasks.capgan_task import load_purifier
+from capjax.tasks.registry import run_task
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PGD3 = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3}

@@ -14,8 +14,8 @@ Variants (comma-separated after the colon): `cw` trains on CW-L2 examples instea
 (the CAP-GAN paper: APE-GAN and HGD "trained on PGD or CW examples as in the papers");
 `smoke` shrinks everything to seconds on a CPU (tests).
 
-Defaults: the paper's networks (capjax.models.apegan, with resize-convolutions in place of
-its transposed convolutions), losses (0.7 x MSE + 0.3 x GAN for G) and optimizer (Adam lr
+Defaults: the paper's networks (capjax.models.apegan_nets, with resize-convolutions in place
+of its transposed convolutions), losses (0.7 x MSE + 0.3 x GAN for G) and optimizer (Adam lr
 2e-4, beta1 0.5, for G and D); training examples PGD L-inf eps 8/255, step 2/255, 10
 iterations (the CAFD paper's Table 1 APE-G was trained on CW-L2 examples against VGG-19:
 `:cw` with a VGG-19 target); CW: 100

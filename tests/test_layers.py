@@ -23,6 +23,7 @@ LAYERS = {
     "capjax.attacks": 2,
     "capjax.models": 2,
     "capjax.metrics": 2,
+    "capjax.attack_specs": 2,
     "capjax.defenses": 3,
     "capjax.train": 4,
     "capjax.eval": 4,

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
-from capjax.defenses._examples import check_training_attack, craft_training_examples
-from capjax.defenses.purifier_parts import make_purify
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS, make_purify
 
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 # The paper's loss weights (xi1, xi2).
@@ -122,7 +122,7 @@ class APEGANTrainer:
     unroll: bool | int | None = None
 
     def __post_init__(self):
-        check_training_attack(self.attack, "apegan.attack")
+        self.training_attack()
         if self.mse_weight < 0 or self.gan_weight < 0:
             raise ConfigError(
                 f"apegan loss weights must be >= 0, got mse {self.mse_weight}, "
@@ -150,10 +150,16 @@ class APEGANTrainer:
         """f(x) in eval mode with frozen variables (no gradient reaches f)."""
         return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
 
+    def training_attack(self) -> attack_specs.AttackFn:
+        """The configured attack, checked (ValueError on a bad spec)."""
+        return attack_specs.training_attack(
+            self.attack, "apegan.attack", names=TRAINING_ATTACKS, unroll=self.unroll
+        )
+
     def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
         """The training examples: the configured attack against f, as constants."""
         logits_fn = lambda v: self.classify(target_variables, v)  # noqa: E731
-        return craft_training_examples(logits_fn, x, y, key, self.attack, self.unroll)
+        return self.training_attack()(logits_fn, x, y, key)
 
     def generate(self, params: Any, batch_stats: Any, x_adv: jax.Array):
         """G(x_adv) in train mode: (x_hat, updated batch_stats)."""

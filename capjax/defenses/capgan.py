@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax import attacks
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 
@@ -218,19 +218,7 @@ class CAPGANTrainer:
     unroll: bool | int | None = None
 
     def __post_init__(self):
-        options = dict(self.domain_attack)
-        name = options.pop("name", None)
-        if name not in DOMAIN_ATTACKS:
-            raise ConfigError(
-                f"Unknown domain attack {name!r}; choose one of {DOMAIN_ATTACKS} "
-                f"(config field capgan.domain.attack.name)."
-            )
-        eps = options.get("eps")
-        if eps is None or not 0 < eps <= 1:
-            raise ConfigError(
-                f"capgan.domain.attack.eps={eps} must be in (0, 1] (the [0, 1] pixel scale: "
-                f"8/255, not 8)."
-            )
+        self.domain_attack_fn()
 
     # -- networks ---------------------------------------------------------------------------
 
@@ -275,16 +263,16 @@ class CAPGANTrainer:
         """f(x) in eval mode with frozen variables (no gradient reaches f)."""
         return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
 
+    def domain_attack_fn(self) -> attack_specs.AttackFn:
+        """The attack that crafts domain A, checked (ValueError on a bad spec)."""
+        return attack_specs.training_attack(
+            self.domain_attack, "capgan.domain.attack", names=DOMAIN_ATTACKS, unroll=self.unroll
+        )
+
     def craft_domain(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
         """Domain A: adversarial examples of x against f, constants for the step."""
-        options = dict(self.domain_attack)
-        name = options.pop("name")
-        if name in ("pgd", "mifgsm"):
-            options.update(key=key, unroll=self.unroll)
-        x_adv = getattr(attacks, name)(
-            lambda v: self.classify(target_variables, v), x, y, validate=False, **options
-        )
-        return jax.lax.stop_gradient(x_adv)
+        logits_fn = lambda v: self.classify(target_variables, v)  # noqa: E731
+        return self.domain_attack_fn()(logits_fn, x, y, key)
 
     # -- losses -----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ Training examples: the paper trained on FGSM/IFGSM examples of ImageNet classifi
 offline. Here they are crafted against f inside every jitted step (PGD L-inf eps 8/255,
 step 2/255, 10 iterations by default; the CAFD paper trained its HGD on non-targeted CW-L2
 examples against VGG-19 (its Section 4.2), the CAP-GAN paper on "PGD or CW examples as in
-the papers"; any `capjax.defenses._examples` attack).
+the papers"; any of `purifier_parts.TRAINING_ATTACKS`, built and checked by
+`capjax.attack_specs.training_attack`).
 Optimizer: Adam lr 1e-3 by default (the paper's), built by the task from config.
 """
 
@@ -29,10 +30,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
-from capjax.defenses._examples import check_training_attack, craft_training_examples
-from capjax.defenses.purifier_parts import TargetFn, frozen_target_fn, make_purify
+from capjax.defenses.purifier_parts import (
+    TRAINING_ATTACKS,
+    TargetFn,
+    frozen_target_fn,
+    make_purify,
+)
 
 GUIDED_LOSSES = ("logits", "features")
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
@@ -104,7 +110,7 @@ class HGDTrainer:
     def __post_init__(self):
         if self.loss not in GUIDED_LOSSES:
             raise ConfigError(f"Unknown hgd.loss {self.loss!r}; choose one of {GUIDED_LOSSES}.")
-        check_training_attack(self.attack, "hgd.attack")
+        self.training_attack()
 
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> HGDState:
         """A fresh denoiser for images of `image_shape` (H, W, C), and f's variables."""
@@ -121,13 +127,19 @@ class HGDTrainer:
         """x -> (logits, features) of f in eval mode, behind stop_gradient."""
         return frozen_target_fn(self.target, target_variables)
 
+    def training_attack(self) -> attack_specs.AttackFn:
+        """The configured attack, checked (ValueError on a bad spec)."""
+        return attack_specs.training_attack(
+            self.attack, "hgd.attack", names=TRAINING_ATTACKS, unroll=self.unroll
+        )
+
     def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
         """The training examples: the configured attack against f, as constants."""
 
         def logits_fn(v):
             return self.target_fn(target_variables)(v)[0]
 
-        return craft_training_examples(logits_fn, x, y, key, self.attack, self.unroll)
+        return self.training_attack()(logits_fn, x, y, key)
 
     def denoiser_loss(self, params, batch_stats, target_variables, x_adv, x):
         """(HGD loss of C(x_adv) against x, (x_hat, updated batch_stats)); C in train mode."""

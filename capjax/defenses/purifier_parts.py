@@ -15,6 +15,8 @@ from capjax.core.errors import ConfigError
 # (N, H, W, C) images -> (logits (N, K), last conv features (N, h, w, C')).
 TargetFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 FEATURE_SOURCES = ("head_input", "last_conv")
+# The attacks HGD and APE-GAN may train on (`capjax.attack_specs.training_attack` names).
+TRAINING_ATTACKS = ("pgd", "fgsm", "cw")
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:

@@ -14,9 +14,10 @@ from typing import Any
 
 import jax
 
+from capjax import attack_specs
 from capjax.core.errors import ConfigError
 from capjax.core.jsonio import write_json
-from capjax.eval import attack_specs, threats
+from capjax.eval import threats
 from capjax.eval.sanity import CHECKS, Flag, SanityReport
 from capjax.eval.suite import RowResult, SuiteResult
 from capjax.eval.summary import interval95

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
-from capjax.eval import attack_specs
 from capjax.eval.defense import Defense
 from capjax.eval.suite import Row, RowResult, SuiteResult, parse_rows
 

@@ -43,11 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
 from capjax.core.errors import ConfigError
 from capjax.core.jsonio import to_jsonable, write_json
-from capjax.eval import attack_specs, threats
+from capjax.eval import threats
 from capjax.eval.defense import Defense
 
 ROW_FIELDS = ("threat", "attack", "group", "paper", "label", "num_examples", "after")

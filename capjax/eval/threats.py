@@ -19,10 +19,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from capjax import attacks
+from capjax import attack_specs, attacks
 from capjax.attacks import LogitsFn
 from capjax.core.errors import ConfigError
-from capjax.eval import attack_specs
 from capjax.eval.defense import Defense
 
 DESCRIPTIONS = {

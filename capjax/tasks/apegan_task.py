@@ -17,9 +17,10 @@ from typing import Any
 
 import ml_collections
 
+from capjax.attack_specs import training_attack
 from capjax.core.errors import ConfigError
-from capjax.defenses._examples import check_training_attack
 from capjax.defenses.apegan import APEGANTrainer
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.apegan_nets import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
@@ -36,7 +37,7 @@ def validate(config) -> None:
             f"Unknown apegan.generator.upsampling {a.generator.upsampling!r}; choose one of "
             f"{UPSAMPLING}."
         )
-    check_training_attack(a.attack.to_dict(), "apegan.attack")
+    training_attack(a.attack, "apegan.attack", names=TRAINING_ATTACKS)  # the check
     classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import ml_collections
 
+from capjax.attack_specs import training_attack
 from capjax.core.errors import ConfigError
-from capjax.defenses._examples import check_training_attack
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.denoiser import DUNet
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
@@ -32,7 +33,7 @@ def validate(config) -> None:
     """The HGD section's names, checked before any training."""
     if config.hgd.loss not in GUIDED_LOSSES:
         raise ConfigError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
-    check_training_attack(config.hgd.attack.to_dict(), "hgd.attack")
+    training_attack(config.hgd.attack, "hgd.attack", names=TRAINING_ATTACKS)  # the check
     classifier_lib.parse_dtype(config.hgd.dtype, "hgd.dtype")
 
 

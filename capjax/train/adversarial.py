@@ -22,21 +22,18 @@ from typing import Any
 
 import jax
 
-from capjax.attacks.gradient import pgd
+from capjax import attack_specs
 from capjax.core.errors import ConfigError
+
+FIELD = "train.adversarial"
 
 
 def _check(steps: Any, eps: Any, step_size: Any) -> None:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ConfigError(f"train.adversarial.steps={steps!r} must be an int >= 0 (0: off).")
-    if not 0 < eps <= 1:
-        raise ConfigError(
-            f"train.adversarial.eps={eps} must be in (0, 1] (the [0, 1] pixel scale: 8/255, not 8)."
-        )
-    if not 0 < step_size <= 1:
-        raise ConfigError(
-            f"train.adversarial.step_size={step_size} must be in (0, 1] (the [0, 1] pixel "
-            f"scale: 2/255, not 2)."
+        raise ConfigError(f"{FIELD}.steps={steps!r} must be an int >= 0 (0: off).")
+    if steps > 0:  # the budget, checked as every attack spec is
+        attack_specs.training_attack(
+            {"name": "pgd", "eps": eps, "step_size": step_size, "steps": steps}, FIELD
         )
 
 
@@ -77,6 +74,17 @@ class AdversarialTraining:
             return None
         return cls(steps=a.steps, eps=a.eps, step_size=a.step_size, random_start=a.random_start)
 
+    def attack(self) -> attack_specs.AttackFn:
+        """This PGD as `(logits_fn, x, y, key) -> x_adv`, built by `capjax.attack_specs`."""
+        spec = {
+            "name": "pgd",
+            "eps": self.eps,
+            "step_size": self.step_size,
+            "steps": self.steps,
+            "random_start": self.random_start,
+        }
+        return attack_specs.training_attack(spec, FIELD, names=("pgd",), unroll=self.unroll)
+
     def describe(self) -> str:
         """E.g. "pgd-7 linf eps 8/255 step 2/255 random start": names the setting in a
         checkpoint's fingerprint, so standard and adversarial runs never resume each other."""
@@ -104,38 +112,13 @@ class AdversarialTraining:
             )
             return logits
 
-        x_adv = pgd(
-            logits_fn,
-            x,
-            y,
-            eps=self.eps,
-            step_size=self.step_size,
-            steps=self.steps,
-            random_start=self.random_start,
-            key=attack_key,
-            unroll=self.unroll,
-            validate=False,
-        )
-        return jax.lax.stop_gradient(x_adv), logits_fn(x)
+        return self.attack()(logits_fn, x, y, attack_key), logits_fn(x)
 
     def test_attack(self, logits_fn: Any, key: jax.Array) -> Any:
         """(x, y) -> x_adv: this PGD against an eval-mode `logits_fn`, for test accuracy."""
 
-        def attack(x: jax.Array, y: jax.Array) -> jax.Array:
-            return pgd(
-                logits_fn,
-                x,
-                y,
-                eps=self.eps,
-                step_size=self.step_size,
-                steps=self.steps,
-                random_start=self.random_start,
-                key=key,
-                unroll=self.unroll,
-                validate=False,
-            )
-
-        return attack
+        craft = self.attack()
+        return lambda x, y: craft(logits_fn, x, y, key)
 
 
 def adversarial_fingerprint(train_config) -> str:

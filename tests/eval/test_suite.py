@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from capjax import attack_specs
 from capjax.core import mesh as mesh_lib
-from capjax.eval import attack_specs, sanity, suite
+from capjax.eval import sanity, suite
 from capjax.eval.defense import Defense
 from capjax.eval.suite import Row, RowResult, SuiteResult, run_suite
 

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from capjax import attacks
-from capjax.eval import attack_specs
+from capjax import attack_specs, attacks
 
 PGD = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 40}
 
@@ -140,3 +139,38 @@ def test_target_option_draws_targets_and_makes_the_attack_targeted(batch):
         attack_specs.options({**spec, "target": None, "targeted": True})
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['target'\] for attack 'fab'"):
         attack_specs.options({"name": "fab", "eps": 0.1, "target": "random"})
+
+
+def test_step_size_on_the_pixel_scale_is_checked():
+    with pytest.raises(ValueError, match="did you mean 2/255"):
+        attack_specs.make_attack({**PGD, "step_size": 2})
+    with pytest.raises(ValueError, match="step_size must be a number >= 0"):
+        attack_specs.make_attack({**PGD, "step_size": -0.1})
+    attack_specs.make_attack({**PGD, "norm": "l2", "eps": 2.0, "step_size": 1.5})  # L2: fine
+
+
+def test_training_attack_is_the_suite_attack(batch):
+    """The trainers' builder runs the same attack as the suite's, inside the eps-ball."""
+    x, y = batch
+    key = jax.random.key(3)
+    spec = {**PGD, "steps": 3}
+    craft = attack_specs.training_attack(spec, "hgd.attack", names=("pgd", "fgsm"))
+    expected = attack_specs.make_attack(spec)(linear_logits, x, y, key)
+    np.testing.assert_allclose(craft(linear_logits, x, y, key), expected, atol=1e-6)
+    assert float(jnp.max(jnp.abs(expected - x))) > 1 / 255  # it moved the images
+    assert float(jnp.max(jnp.abs(expected - x))) <= 8 / 255 + 1e-6
+
+
+def test_training_attack_errors_name_the_config_field():
+    with pytest.raises(ValueError, match="Unknown training attack 'cw' in capgan.domain.attack"):
+        attack_specs.training_attack(
+            {"name": "cw"}, "capgan.domain.attack", names=("pgd", "fgsm", "mifgsm")
+        )
+    with pytest.raises(ValueError, match="Unknown training attack 'none'"):
+        attack_specs.training_attack({"name": "none"}, "hgd.attack")
+    with pytest.raises(ValueError, match=r"hgd.attack: .*did you mean 8/255"):
+        attack_specs.training_attack({**PGD, "eps": 8}, "hgd.attack")
+    with pytest.raises(ValueError, match=r"hgd.attack.eps must be above 0"):
+        attack_specs.training_attack({**PGD, "eps": 0.0}, "hgd.attack")
+    with pytest.raises(ValueError, match=r"apegan.attack: Unknown option\(s\) \['momentum'\]"):
+        attack_specs.training_attack({**PGD, "momentum": 0.9}, "apegan.attack")

@@ -1,7 +1,9 @@
 """Attacks named by plain config dicts: `{"name": "pgd", "eps": 8/255, "steps": 40, ...}`.
 
-A config never stores an attack object (docs/design.md, Configs); the evaluation suite turns
-each spec into an `AttackFn = (logits_fn, x, y, key) -> x_adv` here. Every key other than
+A config never stores an attack object (docs/design.md, Configs). The evaluation suite
+(`make_attack`) and the trainers that craft adversarial examples inside their step
+(`training_attack`: HGD, APE-GAN, CAP-GAN's domain A) turn each spec into an
+`AttackFn = (logits_fn, x, y, key) -> x_adv` here, with one set of checks. Every key other than
 `name` is passed to the attack as a keyword option, checked against the attack's signature so
 that a typo fails before anything is compiled.
 
@@ -185,6 +187,21 @@ def _check_values(name: str, given: Mapping[str, Any]) -> None:
                 f"Attack {name!r}: eps={eps} is above 1, but images are on the [0, 1] scale; "
                 f"did you mean {eps:g}/255 = {eps / 255:.6f}?"
             )
+    step_size = given.get("step_size")
+    if step_size is not None:
+        if (
+            isinstance(step_size, bool)
+            or not isinstance(step_size, numbers.Real)
+            or not step_size >= 0
+        ):
+            raise ConfigError(
+                f"Attack {name!r}: step_size must be a number >= 0, got {step_size!r}."
+            )
+        if given.get("norm", "linf") == "linf" and step_size > 1:
+            raise ConfigError(
+                f"Attack {name!r}: step_size={step_size} is above 1, but images are on the "
+                f"[0, 1] scale; did you mean {step_size:g}/255 = {step_size / 255:.6f}?"
+            )
     for field in ("steps", "restarts", "binary_search_steps", "num_pairs"):
         value = given.get(field)
         if value is not None and (
@@ -306,3 +323,58 @@ def _describe(name: str, o: Mapping[str, Any]) -> str:
     if name == "autoattack":
         return f"AutoAttack ({o.get('version', 'standard')}){l2}"
     raise AssertionError(name)
+
+
+def training_attack(
+    spec: Mapping[str, Any],
+    field: str,
+    *,
+    names: tuple[str, ...] | None = None,
+    unroll: bool | int | None = None,
+) -> AttackFn:
+    """The attack a trainer crafts its adversarial examples with, checked once, here.
+
+    Trainers (HGD, APE-GAN, CAP-GAN's domain A) call the returned function inside their
+    jitted step, so everything is checked now, at the edge: the name (one of `names` when
+    given), the options against the attack's signature, and the budget (an attack with an
+    `eps` must be given one, above 0 and on the [0, 1] scale). The attack itself does not
+    validate its inputs inside `jit` (`validate=False`).
+
+    Args:
+      spec: {"name": ..., **options}, as in `make_attack`.
+      field: the config field the spec comes from, named in every error message.
+      names: the attacks this trainer allows (None: any of `ATTACKS`).
+      unroll: the attack's loop unrolling, for attacks that take it.
+
+    Returns:
+      attack(logits_fn, x, y, key) -> x_adv, a constant (`stop_gradient`).
+
+    Raises:
+      ValueError (ConfigError): an unknown or disallowed attack, an unknown option, a
+        missing or off-scale eps, a non-integer step count.
+    """
+    raw = plain(spec).get("name") if isinstance(spec, Mapping) or hasattr(spec, "to_dict") else None
+    name = _ALIASES.get(raw, raw)
+    allowed = tuple(ATTACKS) if names is None else names
+    if name not in allowed or ATTACKS.get(name, _Entry(None, "none")).fn is None:
+        raise ConfigError(
+            f"Unknown training attack {raw!r} in {field}.name; choose one of {allowed}."
+        )
+    try:
+        given = options(spec)
+    except ConfigError as err:
+        raise ConfigError(f"{field}: {err}") from None
+    if "eps" in _parameters(name) and not given.get("eps", 0) > 0:
+        raise ConfigError(
+            f"{field}.eps must be above 0 on the [0, 1] pixel scale (8/255, not 8); got "
+            f"{given.get('eps')!r}."
+        )
+    internal = {"validate": False, "unroll": unroll}
+    attack = make_attack(
+        {**plain(spec), **{k: v for k, v in internal.items() if k in _parameters(name)}}
+    )
+
+    def craft(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
+        return jax.lax.stop_gradient(attack(logits_fn, x, y, key))
+
+    return craft

@@ -8,6 +8,9 @@ Stages, each resumable and skipped once finished:
 2. the CAFD denoiser and discriminator (`capjax.defenses.cafd`) in `DIR/checkpoints`;
 3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
    `report.md` and `figure.png` in DIR.
+
+The stages are the ones every trained-purifier task shares (`capjax.tasks.purifier_task`);
+this module supplies CAFD's trainer, checkpoint fingerprint and figure.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from typing import Any
 import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
-from capjax.core import mesh as mesh_lib
 from capjax.defenses.cafd import CAFDTrainer
-from capjax.eval import paper_match
-from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
-from capjax.tasks.purifier_task import load_finished_purifier, paper_rows, train_purifier
+from capjax.tasks.purifier_task import (
+    load_finished_purifier,
+    train_and_evaluate,
+    train_purifier,
+)
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
 
@@ -120,29 +124,12 @@ def train_cafd(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Task entry point: target, denoiser, evaluation; returns the results dict."""
-    mesh = mesh_lib.make_mesh()
-    dataset = classifier_lib.load_data(config, workdir)
-    trainer, result = train_cafd(config, workdir, dataset, mesh)
-    target_model, target_variables = trainer.target, trainer.target_variables
-    results = evaluate_purifier(
-        logits_fn=classifier_lib.eval_logits_fn(target_model, target_variables),
-        purify=trainer.purify(result.state),
-        dataset=dataset,
-        eval_config=config.eval,
-        mesh=mesh,
-        cam_fn=zoo_class_activation_fn(target_model, target_variables, kind="map"),
-        seed=config.seed,
+    return train_and_evaluate(
+        config,
+        workdir,
+        task="cafd",
+        make_trainer=make_trainer,
+        fingerprint=fingerprint(config),
+        title="CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)",
+        extra_results={"loss_form": config.cafd.loss_form},
     )
-    results.update(
-        {
-            "task": "cafd",
-            "dataset": dataset.name,
-            "denoiser_steps": result.step,
-            "loss_form": config.cafd.loss_form,
-            "target": config.target.model.name,
-        }
-    )
-    paper, notes = paper_rows(config, paper_match.dataset_of(config.data.to_dict()))
-    title = "CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)"
-    write_purifier_report(workdir, results, title=title, paper=paper, notes=notes)
-    return results

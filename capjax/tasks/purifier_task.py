@@ -1,10 +1,10 @@
-"""The shape shared by the trained-purifier baseline tasks (HGD, APE-GAN): target, purifier,
-evaluation, each stage resumable; and the restore of a finished run's purifier.
+"""The stages every trained-purifier task shares (CAFD, HGD, APE-GAN; CAP-GAN trains through
+them and evaluates with the suite): target, purifier, evaluation, each resumable; and the
+restore of a finished run's purifier.
 
 A task module supplies `make_trainer(config, target_model, target_variables,
 steps_per_epoch)` (a trainer with `init_state(key, image_shape)`, `train_step` and
-`purify(state)`) and its checkpoint `fingerprint(config)`; this module does the rest the way
-`capjax.tasks.cafd_task` does it.
+`purify(state)`) and its checkpoint `fingerprint(config)`; this module does the rest.
 """
 
 from __future__ import annotations

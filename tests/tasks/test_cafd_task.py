@@ -57,6 +57,8 @@ def test_cafd_raises_accuracy_under_pgd_in_the_papers_threat_model(tmp_path):
     for name in ("results.json", "report.md", "figure.png", "config.json", "metrics.jsonl"):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == acc
+    assert results["task"] == "cafd" and results["loss_form"] == "eq7"
+    assert results["purifier_steps"] == 2 * (4096 // config.train.batch_size)
     assert (tmp_path / "target" / "checkpoints").is_dir()  # the target stage ran there
 
     # The purifier restored from the finished run gives the reported clean accuracy again.

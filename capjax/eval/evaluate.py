@@ -1,13 +1,14 @@
 """One call that evaluates a defense: the suite's rows, the sanity checks, the report, a figure.
 
-Used at the end of every defense task (CAP-GAN, the demo) and by the `eval` task, so each
-defense is evaluated the same way:
+Used at the end of every defense task (CAFD, CAP-GAN, HGD, APE-GAN, the demo) and by the
+`eval` task, so each defense is evaluated the same way:
 
     results = evaluate_defense(defense=defense, surrogate=surrogate, dataset=dataset,
                                eval_config=config.eval, workdir=workdir, seed=0, title="CAFD")
 
-`eval_config` holds `num_examples`, `batch_size`, `eot_samples`, `figure_examples` and `rows`
-(the plain row dicts of `capjax.eval.paper_suites`).
+`eval_config` holds `num_examples`, `batch_size`, `figure_examples`, `eot_samples` (0 when
+absent) and `rows` (the plain row dicts of `capjax.eval.paper_suites`; or the `rows`
+argument).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from capjax import data as data_lib
 from capjax.attacks.gradient import pgd
 from capjax.eval.defense import Defense
 from capjax.eval.paper_suites import CAPGAN_TABLE_TITLES, ordered
-from capjax.eval.purifier_report import save_figure
 from capjax.eval.report import write_report
 from capjax.eval.sanity import run_sanity_checks
 from capjax.eval.suite import SuiteResult, run_suite
@@ -82,6 +82,42 @@ def example_figure(
     save_figure(path, jax.device_get(examples), title)
 
 
+def save_figure(path: str, examples: dict[str, np.ndarray], title: str) -> None:
+    """A grid like CAFD's Figure 4: one row per kind (images, then maps), one column per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # device_get returns dicts in sorted key order; show images first, then their maps.
+    order = ("clean", "adversarial", "purified")
+    kinds = [k for k in order if k in examples] + [
+        f"cam {k}" for k in order if f"cam {k}" in examples
+    ]
+    kinds += [k for k in examples if k not in kinds]
+    cols = len(examples[kinds[0]])
+    fig, axes = plt.subplots(
+        len(kinds), cols, figsize=(1.6 * cols, 1.7 * len(kinds)), squeeze=False
+    )
+    for r, kind in enumerate(kinds):
+        for c in range(cols):
+            ax = axes[r][c]
+            image = np.asarray(examples[kind][c], np.float32)
+            ax.imshow(
+                np.clip(image, 0, 1),
+                cmap="jet" if image.ndim == 2 else None,
+                interpolation="nearest",
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(kind, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def evaluate_defense(
     *,
     defense: Defense,
@@ -126,7 +162,7 @@ def evaluate_defense(
         workdir=workdir,
         seed=seed,
         mesh=mesh,
-        eot_samples=eval_config.eot_samples,
+        eot_samples=eval_config.get("eot_samples", 0),
         adversarial_store=adversarial_store,
     )
     key = jax.random.key(seed + 7)

@@ -93,6 +93,7 @@ CAPGAN_TABLE_TITLES = {
     "capgan_table3": "CAP-GAN Table III: white-box, attack f then purify (CIFAR-10)",
     "capgan_table4": "CAP-GAN Table IV: end to end (CIFAR-10)",
     "cafd_table1": "CAFD Table 1: attack the classifier, then purify (CIFAR-10)",
+    "purifier": "The classifier alone and purified: clean, PGD on the classifier, end to end",
 }
 
 
@@ -187,6 +188,33 @@ def cafd_table1(defense: str = "cafd") -> dict[str, dict]:
         threat = "clean" if name == "clean" else "whitebox"
         rows[f"{threat}_{name}"] = _row(threat, spec, "cafd_table1", label, paper)
     return rows
+
+
+# The rows `purifier_rows` gives the paper fields of a purifier task's `eval.paper`.
+PURIFIER_PAPER_ROWS = {"clean": "clean", "pgd": "whitebox_pgd", "end_to_end": "end_to_end_pgd"}
+
+
+def purifier_rows(pgd: Any) -> dict[str, dict]:
+    """What a trained-purifier task (CAFD, HGD, APE-GAN) evaluates at its end.
+
+    The classifier f alone and f(purify(.)), each clean and under PGD crafted against f
+    (the papers' threat model, "gray-box" in CAFD, "white-box" in CAP-GAN), and PGD end to
+    end through f(purify(.)) with true gradients.
+
+    Args:
+      pgd: {"eps", "step_size", "steps"} of the L-inf PGD (the config's `eval.pgd`).
+    """
+    spec = {"name": "pgd", "eps": pgd["eps"], "step_size": pgd["step_size"]}
+    spec["steps"] = int(pgd["steps"])
+    name = f"PGD-{spec['steps']}"
+    none = {"name": "none"}
+    return {  # plain rows in order (not `numbered`: they go to the suite, not into a config)
+        "undefended_clean": _row("undefended", none, "purifier", "clean, no defense"),
+        "clean": _row("clean", none, "purifier", "clean, purified"),
+        "undefended_pgd": _row("undefended", spec, "purifier", f"{name}, no defense"),
+        "whitebox_pgd": _row("whitebox", spec, "purifier", f"{name} on f, then purified"),
+        "end_to_end_pgd": _row("end_to_end", spec, "purifier", f"{name} end to end"),
+    }
 
 
 def adaptive(*, eot_samples: int = 0) -> dict[str, dict]:

@@ -6,8 +6,9 @@ Stages, each resumable and skipped once finished:
 1. the target classifier (VGG-19-BN by default) in `DIR/target`, unless
    `config.target.workdir` names a finished classifier run to use;
 2. the CAFD denoiser and discriminator (`capjax.defenses.cafd`) in `DIR/checkpoints`;
-3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
-   `report.md` and `figure.png` in DIR.
+3. the evaluation of the defended classifier through the suite
+   (`capjax.eval.paper_suites.purifier_rows`): `results.json`, `report.md`, `accuracy.png`
+   and `examples.png` (with f's class activation maps) in DIR.
 
 The stages are the ones every trained-purifier task shares (`capjax.tasks.purifier_task`);
 this module supplies CAFD's trainer, checkpoint fingerprint and figure.
@@ -19,7 +20,6 @@ from typing import Any
 
 import ml_collections
 
-from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.models.denoiser import CAFDDiscriminator, DUNet
 from capjax.tasks.purifier_task import (
@@ -93,22 +93,6 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def cam_figure(trainer: CAFDTrainer, state) -> Any:
-    """(x, x_adv) -> the figure's extra rows: P's class activation maps of x, x_adv and the
-    purified x_adv (each for its own predicted class), the maps CAFD aligns."""
-    cam = zoo_class_activation_fn(trainer.target, trainer.target_variables, kind="map")
-    purify = trainer.purify(state)
-
-    def extra(x, x_adv):
-        return {
-            "cam clean": cam(x),
-            "cam adversarial": cam(x_adv),
-            "cam purified": cam(purify(x_adv)),
-        }
-
-    return extra
-
-
 def train_cafd(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
     """Target (trained or restored), then the denoiser: (trainer, fit result)."""
     return train_purifier(
@@ -131,5 +115,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         make_trainer=make_trainer,
         fingerprint=fingerprint(config),
         title="CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)",
+        purifier_weights=lambda state: state.denoiser_params,
         extra_results={"loss_form": config.cafd.loss_form},
     )

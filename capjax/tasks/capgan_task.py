@@ -21,19 +21,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from capjax.core import mesh as mesh_lib
 from capjax.defenses.capgan import CAPGANTrainer, LossWeights
-from capjax.eval.defense import Defense, keyed, weights_fingerprint
-from capjax.eval.evaluate import evaluate_defense, needs_surrogate, plain_rows
-from capjax.eval.paper_match import dataset_of, run_facts
+from capjax.eval.evaluate import plain_rows
+from capjax.eval.paper_match import run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
-from capjax.tasks.purifier_task import load_finished_purifier, train_purifier
+from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate, train_purifier
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import make_optimizer, schedule_from_config
-from capjax.train.targets import (
-    prepare_surrogate,
-)
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAPGANTrainer:
@@ -132,55 +127,27 @@ def train_capgan(config: ml_collections.ConfigDict, workdir: str, dataset, mesh)
     )
 
 
+def report_rows(config, dataset_name: str | None) -> tuple[dict[str, dict], list[str]]:
+    """`eval.rows`, each with the paper's number where the run is in the paper's setting."""
+    facts = run_facts(config.to_dict(), dataset_name)
+    return attach_paper_numbers(plain_rows(config.eval.rows), CAPGAN_SUITES, "capgan", facts)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Task entry point: f, the GAN pair, f' (if the evaluation needs it), the evaluation."""
-    mesh = mesh_lib.make_mesh()
-    dataset = classifier_lib.load_data(config, workdir)
-    trainer, result = train_capgan(config, workdir, dataset, mesh)
-    target_model, target_variables = trainer.target, trainer.target_variables
-    surrogate = None
-    if needs_surrogate(config.eval.rows):
-        s_model, s_variables = prepare_surrogate(config, workdir, dataset, mesh)
-        surrogate = Defense(
-            name="surrogate f'",
-            classifier=classifier_lib.eval_logits_fn(s_model, s_variables),
-            fingerprint=weights_fingerprint(s_variables),
-        )
-    defense = Defense(
-        name="CAP-GAN",
-        classifier=classifier_lib.eval_logits_fn(target_model, target_variables),
-        purify=keyed(trainer.purify(result.state)),
-        fingerprint=weights_fingerprint(result.state.generator_params["a2c"], target_variables),
-    )
     loss = config.capgan.loss
-    rows, notes = attach_paper_numbers(
-        plain_rows(config.eval.rows),
-        CAPGAN_SUITES,
-        "capgan",
-        run_facts(config.to_dict(), dataset_of(config.data.to_dict())),
-    )
-    results = evaluate_defense(
-        defense=defense,
-        surrogate=surrogate,
-        dataset=dataset,
-        eval_config=config.eval,
-        workdir=workdir,
-        seed=config.seed,
-        mesh=mesh,
+    return train_and_evaluate(
+        config,
+        workdir,
+        task="capgan",
+        make_trainer=make_trainer,
+        fingerprint=fingerprint(config),
         title="CAP-GAN" + _ablation_suffix(loss),
-        figure_extra=attention_figure(trainer, result.state),
-        rows=rows,
-        paper_notes=notes,
+        purifier_weights=lambda state: state.generator_params["a2c"],
+        rows=report_rows,
+        figure_extra=attention_figure,
+        extra_results={"loss": loss.to_dict()},
     )
-    results.update(
-        {
-            "task": "capgan",
-            "generator_steps": result.step,
-            "target": config.target.model.name,
-            "loss": loss.to_dict(),
-        }
-    )
-    return results
 
 
 def _ablation_suffix(loss) -> str:

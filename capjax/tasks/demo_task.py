@@ -28,8 +28,7 @@ from capjax.core import mesh as mesh_lib
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, plain_rows
 from capjax.eval.summary import write_summary
-from capjax.tasks import cafd_task as cafd_task
-from capjax.tasks import capgan_task as capgan_task
+from capjax.tasks import cafd_task, capgan_task, purifier_task
 from capjax.train import classifier as classifier_lib
 
 
@@ -132,7 +131,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for name, defense in defenses.items():
         extra = None
         if name == "cafd":
-            extra = cafd_task.cam_figure(cafd_trainer, cafd_result.state)
+            extra = purifier_task.cam_figure(cafd_trainer, cafd_result.state)
         if name == "capgan":
             extra = capgan_task.attention_figure(capgan_trainer, capgan_result.state)
         defense_rows, same_as[name] = rows_for(defense, rows)

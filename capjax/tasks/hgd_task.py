@@ -7,8 +7,9 @@ Stages, each resumable and skipped once finished (`capjax.tasks.purifier_task`):
    `config.target.workdir` names a finished classifier run to use;
 2. the DUNET denoiser trained with HGD's guided loss (`capjax.defenses.hgd`) on training
    examples crafted against the target inside each step, in `DIR/checkpoints`;
-3. the evaluation of the defended classifier (`capjax.eval.purifier_report`): `results.json`,
-   `report.md` and `figure.png` in DIR.
+3. the evaluation of the defended classifier through the suite
+   (`capjax.eval.paper_suites.purifier_rows`): `results.json`, `report.md`, `accuracy.png`
+   and `examples.png` in DIR.
 """
 
 from __future__ import annotations
@@ -94,5 +95,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         make_trainer=make_trainer,
         fingerprint=fingerprint(config),
         title=TITLES[config.hgd.loss],
+        purifier_weights=lambda state: state.denoiser_params,
         extra_results={"loss": config.hgd.loss, "attack": config.hgd.attack.to_dict()},
     )

@@ -1,6 +1,6 @@
-"""The stages every trained-purifier task shares (CAFD, HGD, APE-GAN; CAP-GAN trains through
-them and evaluates with the suite): target, purifier, evaluation, each resumable; and the
-restore of a finished run's purifier.
+"""The stages every trained-purifier task shares (CAFD, CAP-GAN, HGD, APE-GAN): target,
+purifier, evaluation through the suite, each resumable; and the restore of a finished run's
+purifier.
 
 A task module supplies `make_trainer(config, target_model, target_variables,
 steps_per_epoch)` (a trainer with `init_state(key, image_shape)`, `train_step` and
@@ -15,38 +15,36 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.core import mesh as mesh_lib
 from capjax.core.errors import ConfigError
-from capjax.eval import paper_match
-from capjax.eval.purifier_report import evaluate_purifier, write_purifier_report
+from capjax.eval import paper_match, paper_suites
+from capjax.eval.defense import Defense, keyed, weights_fingerprint
+from capjax.eval.evaluate import FigureExtra, evaluate_defense, needs_surrogate
 from capjax.train import classifier as classifier_lib
 from capjax.train.adversarial import AdversarialTraining
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import LoopConfig, fit
-from capjax.train.targets import prepare_target, restore_target, target_config
+from capjax.train.targets import prepare_surrogate, prepare_target, restore_target, target_config
 
 MakeTrainer = Callable[[ml_collections.ConfigDict, Any, Any, int], Any]
-
-# eval.paper field -> the report row it is printed beside.
-PAPER_ROWS = {
-    "clean": "clean (purified)",
-    "pgd": "PGD on classifier, then purified",
-    "end_to_end": "PGD end to end",
-}
+ReportRows = Callable[[ml_collections.ConfigDict, str | None], tuple[dict[str, dict], list[str]]]
 
 
 def paper_rows(config, dataset_name: str | None) -> tuple[dict[str, float] | None, list[str]]:
-    """The paper's accuracies keyed by report row (negative values mean "none"), and notes.
+    """The paper's accuracies keyed by `purifier_rows` row id (negative values in
+    `eval.paper` mean "none"), and notes.
 
     The numbers stand beside the rows only when the run is in the setting
     `eval.paper_setting` names (`capjax.eval.paper_match`: dataset, target, variant);
     otherwise none do, and a note says what differs.
     """
     paper = config.eval.get("paper") or {}
-    rows = {PAPER_ROWS[k]: v for k, v in paper.items() if k in PAPER_ROWS and v >= 0}
+    ids = paper_suites.PURIFIER_PAPER_ROWS
+    rows = {ids[k]: v for k, v in paper.items() if k in ids and v >= 0}
     if not rows:
         return None, []
     setting = config.eval.get("paper_setting")
@@ -95,6 +93,36 @@ def train_purifier(
     return trainer, result
 
 
+def cam_figure(trainer: Any, state: Any) -> FigureExtra:
+    """(x, x_adv) -> the figure's extra rows: f's class activation maps of x, x_adv and the
+    purified x_adv (each for its own predicted class), the maps CAFD aligns."""
+    cam = zoo_class_activation_fn(trainer.target, trainer.target_variables, kind="map")
+    purify = trainer.purify(state)
+
+    def extra(x, x_adv):
+        maps = {"clean": cam(x), "adversarial": cam(x_adv), "purified": cam(purify(x_adv))}
+        return {f"cam {name}": _as_map(value) for name, value in maps.items()}
+
+    return extra
+
+
+def _as_map(cams: jax.Array) -> jax.Array:
+    """(N, H, W[, C]) class activation maps or features -> (N, H, W) in [0, 1]."""
+    cams = cams.sum(-1) if cams.ndim == 4 else cams
+    low = cams.min(axis=(1, 2), keepdims=True)
+    high = cams.max(axis=(1, 2), keepdims=True)
+    return (cams - low) / jnp.maximum(high - low, 1e-12)
+
+
+def purifier_report_rows(config, dataset_name: str | None) -> tuple[dict[str, dict], list[str]]:
+    """`paper_suites.purifier_rows(eval.pgd)`, with `eval.paper`'s numbers where they apply."""
+    rows = paper_suites.purifier_rows(config.eval.pgd)
+    paper, notes = paper_rows(config, dataset_name)
+    for row_id, value in (paper or {}).items():
+        rows[row_id]["paper"] = value
+    return rows, notes
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -103,12 +131,28 @@ def train_and_evaluate(
     make_trainer: MakeTrainer,
     fingerprint: dict[str, Any],
     title: str,
+    purifier_weights: Callable[[Any], Any],
+    rows: ReportRows = purifier_report_rows,
+    figure_extra: Callable[[Any, Any], FigureExtra] = cam_figure,
     extra_results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Target (trained or restored), purifier (trained or resumed), evaluation and report.
 
+    Every trained-purifier task ends here, and evaluates through the suite
+    (`capjax.eval.evaluate.evaluate_defense`): its rows resume, the sanity checks run, and the
+    report has the suite's layout.
+
+    Args:
+      title: the defense's name in the report and the progress bars.
+      purifier_weights: state -> the purifier's parameters (with f's, they fingerprint the
+        defense, so saved rows are reused only for the same weights).
+      rows: (config, dataset name) -> (plain row dicts, paper notes); by default
+        `purifier_report_rows`.
+      figure_extra: (trainer, state) -> extra rows of the examples figure.
+      extra_results: more task facts for `results.json`'s settings.
+
     Returns:
-      The results dict also written to `workdir/results.json` (see `evaluate_purifier`).
+      The payload of `results.json` (`capjax.eval.report.write_report`), with the task facts.
     """
     mesh = mesh_lib.make_mesh()
     if AdversarialTraining.from_config(config.train) is not None:
@@ -126,28 +170,43 @@ def train_and_evaluate(
         fingerprint=fingerprint,
         title=title,
     )
-    target_model, target_variables = trainer.target, trainer.target_variables
-    results = evaluate_purifier(
-        logits_fn=classifier_lib.eval_logits_fn(target_model, target_variables),
-        purify=trainer.purify(result.state),
+    report_rows, notes = rows(config, paper_match.dataset_of(config.data.to_dict()))
+    surrogate = None
+    if needs_surrogate(report_rows):
+        s_model, s_variables = prepare_surrogate(config, workdir, dataset, mesh)
+        surrogate = Defense(
+            name="surrogate f'",
+            classifier=classifier_lib.eval_logits_fn(s_model, s_variables),
+            fingerprint=weights_fingerprint(s_variables),
+        )
+    target_variables = trainer.target_variables
+    defense = Defense(
+        name=title,
+        classifier=classifier_lib.eval_logits_fn(trainer.target, target_variables),
+        purify=keyed(trainer.purify(result.state)),
+        fingerprint=weights_fingerprint(purifier_weights(result.state), target_variables),
+    )
+    facts = {
+        "task": task,
+        "purifier_steps": result.step,
+        "target": config.target.model.name,
+        **(extra_results or {}),
+    }
+    results = evaluate_defense(
+        defense=defense,
+        surrogate=surrogate,
         dataset=dataset,
         eval_config=config.eval,
-        mesh=mesh,
-        cam_fn=zoo_class_activation_fn(target_model, target_variables, kind="map"),
+        workdir=workdir,
         seed=config.seed,
+        mesh=mesh,
+        title=title,
+        figure_extra=figure_extra(trainer, result.state),
+        settings=facts,
+        rows=report_rows,
+        paper_notes=notes,
     )
-    results.update(
-        {
-            "task": task,
-            "dataset": dataset.name,
-            "purifier_steps": result.step,
-            "target": config.target.model.name,
-            **(extra_results or {}),
-        }
-    )
-    paper, notes = paper_rows(config, paper_match.dataset_of(config.data.to_dict()))
-    write_purifier_report(workdir, results, title=title, paper=paper, notes=notes)
-    return results
+    return {**results, **facts}
 
 
 def load_finished_purifier(

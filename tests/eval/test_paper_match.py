@@ -110,11 +110,20 @@ def test_capgan_fingerprint_covers_alpha_and_temperature():
 
 
 def test_purifier_numbers_need_the_config_setting():
-    from capjax.tasks.purifier_task import paper_rows
+    from capjax.tasks.purifier_task import paper_rows, purifier_report_rows
 
     config = cafd_cifar.get_config()
     rows, notes = paper_rows(config, "cifar10")
-    assert rows["PGD on classifier, then purified"] == pytest.approx(1 - 0.1279) and not notes
+    assert rows["whitebox_pgd"] == pytest.approx(1 - 0.1279) and not notes
+    report_rows, _ = purifier_report_rows(config, "cifar10")
+    assert report_rows["whitebox_pgd"]["paper"] == pytest.approx(1 - 0.1279)
+    assert report_rows["whitebox_pgd"]["attack"] == {
+        "name": "pgd",
+        "eps": 8 / 255,
+        "step_size": 0.01,
+        "steps": 40,
+    }
+    assert report_rows["undefended_pgd"]["paper"] < 0  # no paper number: "-" in the report
     config.cafd.loss_form = "eq6"  # overridden on the command line, numbers not switched
     rows, notes = paper_rows(config, "cifar10")
     assert rows is None and "loss_form is eq6" in notes[0]

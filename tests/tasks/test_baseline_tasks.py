@@ -84,17 +84,20 @@ def test_purifier_task_end_to_end_on_a_finished_target(task, at_classifier, tmp_
     results = run_task(config, str(tmp_path))
 
     acc = results["accuracy"]
-    assert set(acc) == {
-        "clean (no defense)",
-        "clean (purified)",
-        "PGD on classifier (no defense)",
-        "PGD on classifier, then purified",
-        "PGD end to end",
-    }
+    assert list(acc) == [  # paper_suites.purifier_rows, in order
+        "undefended_clean",
+        "clean",
+        "undefended_pgd",
+        "whitebox_pgd",
+        "end_to_end_pgd",
+    ]
     assert all(0 <= v <= 1 for v in acc.values())
     assert results["purifier_steps"] == 4 and results["task"] == task
-    for name in ("results.json", "report.md", "figure.png", "config.json", "metrics.jsonl"):
+    for name in ("results.json", "report.md", "examples.png", "config.json", "metrics.jsonl"):
         assert (tmp_path / name).exists(), name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["settings"]["task"] == task and saved["settings"]["purifier_steps"] == 4
+    assert "PGD-2 on f, then purified" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "target").exists()  # the finished classifier was reused
     # Re-running finds everything done; the restored purifier gives the same clean accuracy.
     module = importlib.import_module(f"capjax.tasks.{task}_task")
@@ -103,4 +106,4 @@ def test_purifier_task_end_to_end_on_a_finished_target(task, at_classifier, tmp_
     recount = accuracy(
         defended(logits_fn, purify), dataset.test_images, dataset.test_labels, batch_size=32
     )
-    assert recount == acc["clean (purified)"]
+    assert recount == acc["clean"]

@@ -52,9 +52,9 @@ def test_cafd_raises_accuracy_under_pgd_in_the_papers_threat_model(tmp_path):
     config = small_cafd_config()
     results = run_task(config, str(tmp_path))
     acc = results["accuracy"]
-    assert acc["clean (no defense)"] >= 0.6, acc
-    assert acc["PGD on classifier, then purified"] >= acc["PGD on classifier (no defense)"] + 0.08
-    for name in ("results.json", "report.md", "figure.png", "config.json", "metrics.jsonl"):
+    assert acc["undefended_clean"] >= 0.6, acc
+    assert acc["whitebox_pgd"] >= acc["undefended_pgd"] + 0.08
+    for name in ("results.json", "report.md", "examples.png", "config.json", "metrics.jsonl"):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "results.json").read_text())["accuracy"] == acc
     assert results["task"] == "cafd" and results["loss_form"] == "eq7"
@@ -67,7 +67,7 @@ def test_cafd_raises_accuracy_under_pgd_in_the_papers_threat_model(tmp_path):
     recount = accuracy(
         defended(logits_fn, purify), dataset.test_images, dataset.test_labels, batch_size=128
     )
-    assert recount == acc["clean (purified)"]
+    assert recount == acc["clean"]
 
 
 def test_target_checkpoint_of_another_model_is_named_in_the_error(tmp_path):

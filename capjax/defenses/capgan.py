@@ -340,6 +340,35 @@ class CAPGANTrainer:
         }
         return loss, (terms, fake_c)
 
+    def term_coefficients(self) -> dict[str, float]:
+        """Each generator term's factor in L_T (its weight times alpha or 1 - alpha)."""
+        w = self.weights
+        pixel, feature = float(w.total(1.0, 0.0)), float(w.total(0.0, 1.0))
+        return {
+            "g_gan": pixel * w.adversarial,
+            "g_cycle": pixel * w.cycle * w.use_cycle,
+            "g_identity": pixel * w.identity,
+            "g_cam_t": feature * w.cam * w.use_cam,
+            "g_cam_d": feature * w.adversarial * w.use_cam,
+            "g_semantic": feature * w.semantic * w.use_sem,
+        }
+
+    def term_gradients(self, state: CAPGANState, x: jax.Array, x_adv: jax.Array) -> dict:
+        """{term: the gradient of its weighted part of L_T on both generators' parameters}.
+
+        The weighted terms add up to L_T, so these gradients add up to L_T's: this shows
+        which term steers the generators (`python -m capjax.bench capgan --term-gradients`).
+        """
+        args = (state.discriminator_params, state.discriminator_stats, state.target_variables)
+
+        def weighted(name: str, coefficient: float):
+            def loss(g_params):
+                return coefficient * self.generator_losses(g_params, *args, x, x_adv)[1][0][name]
+
+            return jax.grad(loss)(state.generator_params)
+
+        return {name: weighted(name, c) for name, c in self.term_coefficients().items()}
+
     # -- the step ---------------------------------------------------------------------------
 
     def train_step(

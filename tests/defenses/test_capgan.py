@@ -157,6 +157,32 @@ def test_generator_terms_reach_the_right_generators(trainer, batch, state):
         assert not bool(target_reached), f"{name}: no gradient may reach the frozen classifier"
 
 
+def test_term_gradients_add_up_to_the_generator_loss_gradient(trainer, batch, state):
+    """The per-term gradients (`bench capgan --term-gradients`) split L_T's gradient exactly."""
+    x = jnp.asarray(batch["image"], jnp.float32) / 255
+    x_adv = jnp.clip(x + 0.03, 0, 1)
+    args = (state.discriminator_params, state.discriminator_stats, state.target_variables)
+
+    @jax.jit
+    def both(state):
+        total = jax.grad(lambda g: trainer.generator_losses(g, *args, x, x_adv)[0])(
+            state.generator_params
+        )
+        return total, trainer.term_gradients(state, x, x_adv)
+
+    total, parts = both(state)
+    coefficients = trainer.term_coefficients()
+    assert set(parts) == set(coefficients)
+    assert coefficients["g_cam_t"] == pytest.approx(0.3 * 1000)  # (1 - alpha) x CAM weight
+    summed = jax.tree_util.tree_map(lambda *g: sum(g), *parts.values())
+    leaves = jax.tree_util.tree_leaves
+    for got, want in zip(leaves(summed), leaves(total), strict=True):
+        scale = float(np.max(np.abs(want)))  # float32 sums in another order
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * max(scale, 1.0))
+    norms = {k: float(optax.global_norm(g)) for k, g in parts.items()}
+    assert norms["g_cam_t"] > 0 and norms["g_cycle"] > 0, norms
+
+
 def test_discriminator_loss_trains_only_discriminators(trainer, batch, state):
     x = jnp.asarray(batch["image"], jnp.float32) / 255
     x_adv = jnp.clip(x - 0.03, 0, 1)

@@ -25,7 +25,7 @@ from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.apegan_nets import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
-from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLE = "APE-GAN"
 
@@ -48,9 +48,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     schedule = schedule_from_config(t, steps_per_epoch)
 
     def optimizer():
-        return make_optimizer(
-            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
-        )
+        return optimizer_from_config(t, schedule)
 
     dtype = classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
     return APEGANTrainer(

@@ -28,7 +28,7 @@ from capjax.tasks.purifier_task import (
     train_purifier,
 )
 from capjax.train import classifier as classifier_lib
-from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
@@ -36,9 +36,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     schedule = schedule_from_config(t, steps_per_epoch)
 
     def optimizer():
-        return make_optimizer(
-            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
-        )
+        return optimizer_from_config(t, schedule)
 
     dtype = classifier_lib.parse_dtype(c.dtype, "cafd.dtype")
     return CAFDTrainer(

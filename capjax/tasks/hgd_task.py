@@ -25,7 +25,7 @@ from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.denoiser import DUNet
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
-from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
 
@@ -51,9 +51,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         ),
         target=target_model,
         target_variables=target_variables,
-        tx=make_optimizer(
-            kind=t.optimizer, schedule=schedule, weight_decay=t.weight_decay, b1=t.b1, b2=t.b2
-        ),
+        tx=optimizer_from_config(t, schedule),
         schedule=schedule,
         loss=h.loss,
         attack=h.attack.to_dict(),

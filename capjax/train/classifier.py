@@ -26,7 +26,7 @@ from capjax.models import classifier_names, get_classifier
 from capjax.train.adversarial import AdversarialTraining, adversarial_fingerprint
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import FitResult, LoopConfig, fit
-from capjax.train.optim import make_optimizer, schedule_from_config
+from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 # `dtype="auto"`: bfloat16 where it is fast (GPU tensor cores, TPU MXU), float32 on CPU.
@@ -237,18 +237,9 @@ def eval_logits_fn(model, variables) -> Callable[[jax.Array], jax.Array]:
 def make_trainer(config, steps_per_epoch: int, num_classes: int) -> ClassifierTrainer:
     t = config.train
     schedule = schedule_from_config(t, steps_per_epoch)
-    tx = make_optimizer(
-        kind=t.optimizer,
-        schedule=schedule,
-        momentum=t.momentum,
-        nesterov=t.nesterov,
-        weight_decay=t.weight_decay,
-        b1=t.b1,
-        b2=t.b2,
-    )
     return ClassifierTrainer(
         model=build_classifier(config.model, num_classes),
-        tx=tx,
+        tx=optimizer_from_config(t, schedule),
         schedule=schedule,
         label_smoothing=t.label_smoothing,
         crop_padding=config.data.augment.crop_padding,

@@ -93,6 +93,21 @@ def make_optimizer(
     return base
 
 
+def optimizer_from_config(train_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The optimizer a config's `train` section describes (optimizer, weight_decay, b1, b2,
+    and momentum and nesterov where the section has them)."""
+    t = train_config
+    return make_optimizer(
+        kind=t.optimizer,
+        schedule=schedule,
+        momentum=t.get("momentum", 0.9),
+        nesterov=t.get("nesterov", False),
+        weight_decay=t.weight_decay,
+        b1=t.b1,
+        b2=t.b2,
+    )
+
+
 def decayed(params):
     """The weight-decay mask: every parameter except frozen ones (named `frozen_*`, whose
     gradient the model stops, such as the speedrun CNN's whitening stem)."""

@@ -10,6 +10,13 @@ against a stride-2 transposed convolution, the layer capjax avoids.
 
     python -m capjax.bench capgan --size smoke --batch 32
     python -m capjax.bench capgan --size full --batch 128 --dtype bfloat16   # on a GPU
+
+With `--term-gradients` it times nothing and prints instead the L2 norm of each weighted
+generator term's gradient (`CAPGANTrainer.term_gradients`) at initialisation, under the
+weights of `--weights` (the size's config, the CPU configs' or the paper's), to show which
+term steers the generators:
+
+    python -m capjax.bench capgan --size full --term-gradients --weights paper
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import optax
 
 from capjax.bench.purifier_step import purifier_step
 from capjax.bench.report import describe_device, median_seconds, print_table
-from capjax.config_defaults import capgan_config, shrink_capgan_to_smoke
+from capjax.config_defaults import capgan_config, cpu_sized_capgan_loss, shrink_capgan_to_smoke
 from capjax.tasks import capgan_task as capgan_task
 
 
@@ -44,7 +51,33 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--attack-steps", type=int, default=None, help="domain PGD steps")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--term-gradients",
+        action="store_true",
+        help="print each weighted generator term's gradient norm instead of timings",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=["config", "cpu", "paper"],
+        default="config",
+        help="the CAM and semantic weights: the size's config (smoke: cpu), capjax's CPU "
+        "configs' (CAM 1, semantic 10) or the paper's (CAM 1000, semantic 1)",
+    )
     return parser.parse_args(argv)
+
+
+def term_gradient_rows(trainer, state, x, x_adv) -> list[dict]:
+    """One row per generator term: its factor in L_T and its gradient's L2 norm."""
+    norms = jax.jit(
+        lambda s, x, x_adv: {
+            k: optax.global_norm(g) for k, g in trainer.term_gradients(s, x, x_adv).items()
+        }
+    )(state, x, x_adv)
+    coefficients = trainer.term_coefficients()
+    return [
+        {"term": name, "factor in L_T": f"{c:g}", "gradient L2 norm": f"{float(norms[name]):.4g}"}
+        for name, c in coefficients.items()
+    ]
 
 
 def upsampling_rows(batch: int, width: int, size: int, dtype, repeats: int) -> list[dict]:
@@ -89,10 +122,25 @@ def run(argv: list[str]) -> None:
         config.capgan.domain.attack.steps = args.attack_steps
     config.capgan.dtype = args.dtype
     config.target.model.dtype = args.dtype
+    if args.weights == "cpu":
+        cpu_sized_capgan_loss(config.capgan.loss)
+    elif args.weights == "paper":
+        config.capgan.loss.update({"cam": 1000.0, "semantic": 1.0})
 
     bench = purifier_step(config, capgan_task.make_trainer, args.batch)
     trainer, state, batch = bench.trainer, bench.state, bench.batch
     key, step = bench.key, bench.step
+    if args.term_gradients:
+        x = batch["image"].astype(jnp.float32) / 255
+        x_adv = jax.jit(trainer.craft_domain)(state.target_variables, x, batch["label"], key)
+        w = trainer.weights
+        print(describe_device())
+        print(
+            f"CAP-GAN generator terms at initialisation, size={args.size}, batch={args.batch}: "
+            f"CAM {w.cam:g}, semantic {w.semantic:g}, alpha {w.alpha:g} ({w.combine})"
+        )
+        print_table(term_gradient_rows(trainer, state, x, x_adv))
+        return
     start = time.perf_counter()
     step.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - start

@@ -149,63 +149,99 @@ def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return config
 
 
-def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDict:
-    """CAFD with the authors' code's defaults (docs/sources.md), on a tfds dataset."""
+def target_section(model_name: str) -> dict:
+    """A purifier task's `target`: the classifier it protects, trained in `DIR/target` unless
+    `target.workdir` names a finished classifier run."""
+    return {"workdir": optional_str(), "model": model_config(model_name), "train": train_config()}
+
+
+def purifier_eval(*, pgd_step_size: float, paper: dict[str, float]) -> dict:
+    """A trained-purifier task's `eval` (CAFD, HGD, APE-GAN): the row preset
+    `capjax.eval.paper_suites.purifier_rows` of PGD-40 at eps 8/255, on every test image.
+
+    Args:
+      pgd_step_size: PGD's step (the CAFD authors' 0.01; 2/255 for the CAP-GAN baselines).
+      paper: the paper's accuracies ("clean", "pgd" and optionally "end_to_end"; negative:
+        none), set beside the rows when the run is in `eval.paper_setting`.
+    """
+    return {
+        # All 10,000 test images: on 1,000 (standard error near 1.1 points) a 2-point gap to a
+        # paper is noise. report.md prints each row's 95% interval; --config.eval.num_examples=N
+        # for a quick run.
+        "num_examples": 10_000,
+        "batch_size": 200,
+        "pgd": {"eps": 8 / 255, "step_size": pgd_step_size, "steps": 40},
+        "figure_examples": 6,
+        "paper": dict(paper),
+    }
+
+
+def purifier_config(
+    *, task: str, data_name: str, target_model: str, section: dict, train: dict, eval_config: dict
+) -> ml_collections.ConfigDict:
+    """The shape of every trained-purifier task's config: task, seed, data, target, the
+    task's own section (named after the task), train (the purifier's) and eval."""
     return ml_collections.ConfigDict(
         {
-            "task": "cafd",
+            "task": task,
             "seed": 0,
             "data": data_config("tfds", data_name),
-            "target": {
-                "workdir": optional_str(),
-                "model": model_config("vgg19"),
-                "train": train_config(),
-            },
-            "cafd": {
-                "dtype": "auto",  # denoiser/discriminator compute dtype, as model.dtype
-                "denoiser": {
-                    "widths": [64, 128, 256, 256, 256],
-                    "encoder_blocks": [2, 3, 3, 3, 3],
-                    "decoder_blocks": [3, 3, 3, 2],
-                },
-                "discriminator": {"widths": [32, 64, 128, 128], "hidden": 100},
-                "loss_form": "eq7",  # eq7: CAFD; eq6: CAFD'
-                "class_weights": "softmax",  # Eq. 7 weight rows: softmax | argmax (authors)
-                "cam_classes": "clean",  # Eq. 6 classes: clean | own
-                "cam_normalize": "per_image",  # per_image | batch (authors)
-                # CAFA's maps: normalised after_upsampling | before_upsampling (authors).
-                # P's features: head_input (the map the head pools) | last_conv (authors).
-                # The authors' pair purified no better on real CIFAR-10 (the docstring of
-                # capjax.defenses.cafd has the measurement).
-                "cam_normalize_order": "after_upsampling",
-                "feature_source": "head_input",
-                "lambda_caf": lambda_caf,  # Eq. 10 lambda1
-                "lambda_adv": 5e-3,  # Eq. 10 lambda2
-                "attack": {"eps": 8 / 255, "step_size": 0.01, "steps": 100},
-            },
-            "train": train_config(
-                epochs=70,
-                batch_size=300,
-                optimizer="adam",
-                learning_rate=1e-3,
-                weight_decay=2e-4,
-                schedule="step",
-                milestones=[40, 50, 60],
-                gamma=0.3,
-                log_every_steps=20,
-            ),
-            "eval": {
-                # All 10,000 test images: on 1,000 (standard error near 1.1 points) a 2-point
-                # gap to a paper is noise. report.md prints each row's 95% interval;
-                # --config.eval.num_examples=N for a quick run.
-                "num_examples": 10_000,
-                "batch_size": 200,
-                "pgd": {"eps": 8 / 255, "step_size": 0.01, "steps": 40},
-                "figure_examples": 6,
-                # The paper's accuracies for this setting (clean and PGD, defended), if any.
-                "paper": {"clean": -1.0, "pgd": -1.0},
-            },
+            "target": target_section(target_model),
+            task: section,
+            "train": train,
+            "eval": eval_config,
         }
+    )
+
+
+def shrink_purifier_eval_to_smoke(config: ml_collections.ConfigDict) -> None:
+    """A purifier task's evaluation in seconds: 64 images, PGD-3, no paper numbers."""
+    config.eval.update({"num_examples": 64, "batch_size": 64, "figure_examples": 4})
+    config.eval.pgd.steps = 3
+    config.eval.paper = {k: -1.0 for k in config.eval.paper}  # synthetic data: nothing to compare
+
+
+def cafd_config(*, data_name: str, lambda_caf: float) -> ml_collections.ConfigDict:
+    """CAFD with the authors' code's defaults (docs/sources.md), on a tfds dataset."""
+    return purifier_config(
+        task="cafd",
+        data_name=data_name,
+        target_model="vgg19",
+        section={
+            "dtype": "auto",  # denoiser/discriminator compute dtype, as model.dtype
+            "denoiser": {
+                "widths": [64, 128, 256, 256, 256],
+                "encoder_blocks": [2, 3, 3, 3, 3],
+                "decoder_blocks": [3, 3, 3, 2],
+            },
+            "discriminator": {"widths": [32, 64, 128, 128], "hidden": 100},
+            "loss_form": "eq7",  # eq7: CAFD; eq6: CAFD'
+            "class_weights": "softmax",  # Eq. 7 weight rows: softmax | argmax (authors)
+            "cam_classes": "clean",  # Eq. 6 classes: clean | own
+            "cam_normalize": "per_image",  # per_image | batch (authors)
+            # CAFA's maps: normalised after_upsampling | before_upsampling (authors).
+            # P's features: head_input (the map the head pools) | last_conv (authors).
+            # The authors' pair purified no better on real CIFAR-10 (the docstring of
+            # capjax.defenses.cafd has the measurement).
+            "cam_normalize_order": "after_upsampling",
+            "feature_source": "head_input",
+            "lambda_caf": lambda_caf,  # Eq. 10 lambda1
+            "lambda_adv": 5e-3,  # Eq. 10 lambda2
+            "attack": {"eps": 8 / 255, "step_size": 0.01, "steps": 100},
+        },
+        train=train_config(
+            epochs=70,
+            batch_size=300,
+            optimizer="adam",
+            learning_rate=1e-3,
+            weight_decay=2e-4,
+            schedule="step",
+            milestones=[40, 50, 60],
+            gamma=0.3,
+            log_every_steps=20,
+        ),
+        # The paper's accuracies for this setting (clean and PGD, defended), if any.
+        eval_config=purifier_eval(pgd_step_size=0.01, paper={"clean": -1.0, "pgd": -1.0}),
     )
 
 
@@ -232,9 +268,7 @@ def shrink_cafd_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.Co
     config.cafd.discriminator.hidden = 16
     config.cafd.attack.steps = 3
     config.train.update({"epochs": 1, "batch_size": 64, "log_every_steps": 2, "milestones": []})
-    config.eval.update({"num_examples": 64, "batch_size": 64, "figure_examples": 4})
-    config.eval.pgd.steps = 3
-    config.eval.paper = {"clean": -1.0, "pgd": -1.0}  # synthetic data: nothing to compare
+    shrink_purifier_eval_to_smoke(config)
     return config
 
 
@@ -247,11 +281,7 @@ def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
             "task": "capgan",
             "seed": 0,
             "data": data_config("tfds", data_name),
-            "target": {
-                "workdir": optional_str(),
-                "model": model_config("resnet18"),
-                "train": train_config(),
-            },
+            "target": target_section("resnet18"),
             # f': the black-box surrogate, the target's recipe with another seed.
             "surrogate": {
                 "workdir": optional_str(),

@@ -32,10 +32,10 @@ import ml_collections
 
 from capjax.config_defaults import (
     check_variant,
-    data_config,
-    model_config,
-    optional_str,
     parse_variant,
+    purifier_config,
+    purifier_eval,
+    shrink_purifier_eval_to_smoke,
     shrink_target_to_smoke,
     train_config,
 )
@@ -53,51 +53,37 @@ CW = {
 
 
 def apegan_config(data_name: str = "cifar10") -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        {
-            "task": "apegan",
-            "seed": 0,
-            "data": data_config("tfds", data_name),
-            "target": {
-                "workdir": optional_str(),
-                "model": model_config("resnet18"),
-                "train": train_config(),
-            },
-            "apegan": {
-                "dtype": "auto",  # generator/discriminator compute dtype, as model.dtype
-                "generator": {"widths": [64, 128], "upsampling": "nearest"},  # | bilinear
-                "discriminator": {"widths": [64, 128, 256]},
-                "mse_weight": 0.7,  # xi1
-                "gan_weight": 0.3,  # xi2
-                # The training examples, crafted against the target in every step:
-                # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
-                "attack": dict(PGD),
-            },
-            "train": train_config(
-                epochs=30,
-                batch_size=128,
-                optimizer="adam",
-                learning_rate=2e-4,
-                b1=0.5,
-                b2=0.999,
-                weight_decay=0.0,
-                schedule="constant",
-                milestones=[],
-                log_every_steps=20,
-            ),
-            "eval": {
-                # All 10,000 test images: on 1,000 (standard error near 1.1 points) a 2-point
-                # gap to a paper is noise. report.md prints each row's 95% interval;
-                # --config.eval.num_examples=N for a quick run.
-                "num_examples": 10_000,
-                "batch_size": 200,
-                "pgd": {"eps": 8 / 255, "step_size": 2 / 255, "steps": 40},
-                "figure_examples": 6,
-                # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
-                # and end to end.
-                "paper": {"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002},
-            },
-        }
+    return purifier_config(
+        task="apegan",
+        data_name=data_name,
+        target_model="resnet18",
+        section={
+            "dtype": "auto",  # generator/discriminator compute dtype, as model.dtype
+            "generator": {"widths": [64, 128], "upsampling": "nearest"},  # | bilinear
+            "discriminator": {"widths": [64, 128, 256]},
+            "mse_weight": 0.7,  # xi1
+            "gan_weight": 0.3,  # xi2
+            # The training examples, crafted against the target in every step:
+            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
+            "attack": dict(PGD),
+        },
+        train=train_config(
+            epochs=30,
+            batch_size=128,
+            optimizer="adam",
+            learning_rate=2e-4,
+            b1=0.5,
+            b2=0.999,
+            weight_decay=0.0,
+            schedule="constant",
+            milestones=[],
+            log_every_steps=20,
+        ),
+        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
+        # and end to end.
+        eval_config=purifier_eval(
+            pgd_step_size=2 / 255, paper={"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002}
+        ),
     )
 
 
@@ -110,9 +96,7 @@ def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     config.train.update(
         {"epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "log_every_steps": 2}
     )
-    config.eval.update({"num_examples": 64, "batch_size": 64, "figure_examples": 4})
-    config.eval.pgd.steps = 3
-    config.eval.paper = {"clean": -1.0, "pgd": -1.0, "end_to_end": -1.0}  # synthetic data
+    shrink_purifier_eval_to_smoke(config)
     return config
 
 

@@ -7,7 +7,7 @@ Stages: train the target in `runs/apegan/target` (skipped when done, or when
 `--config.target.workdir=<finished classifier run>` names one, e.g. a
 `configs/classifier_cifar.py:model=resnet18` run), train APE-GAN on adversarial examples
 crafted against the target inside each jitted step, then evaluate (results.json, report.md,
-figure.png). Offline, point the data at the image-folder copy:
+examples.png). Offline, point the data at the image-folder copy:
 `--config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg`.
 
 Variants (comma-separated after the colon): `cw` trains on CW-L2 examples instead of PGD

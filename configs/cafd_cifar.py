@@ -5,7 +5,7 @@
 Stages: train the target in `runs/cafd/target` (skipped when done, or when
 `--config.target.workdir=<finished classifier run>` names one), train the denoiser against
 CAFA examples crafted inside each jitted step, then evaluate (results.json, report.md,
-figure.png). Offline, point the data at the image-folder copy:
+examples.png). Offline, point the data at the image-folder copy:
 `--config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg`.
 
 Variants: `eq7` (the default) trains the paper's CAFD, whose L_caf is Eq. 7; `eq6` trains

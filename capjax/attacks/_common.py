@@ -553,6 +553,16 @@ def merge_runs(best: RunResult, new: RunResult) -> RunResult:
     return RunResult(*(pick(a, b) for a, b in zip(best, new, strict=True)))
 
 
+def keep_better(best: RunResult, new: RunResult) -> RunResult:
+    """Per example: a success over a failure, else the higher score, whichever run it came
+    from. Unlike `merge_runs`, a later success with a higher score replaces an earlier one:
+    the gradient attacks' best iterate is the most adversarial point they met."""
+    same = new.success == best.success
+    better = (new.success & ~best.success) | (same & (new.score > best.score))
+    pick = lambda a, b: jnp.where(_per_example(better, a.ndim), b, a)  # noqa: E731
+    return RunResult(*(pick(a, b) for a, b in zip(best, new, strict=True)))
+
+
 def parallel_chunk(parallel: bool | int | None, num_runs: int) -> int:
     """Runs per batch for `best_of_runs`: all (True), one (False or None), or k (an int).
 

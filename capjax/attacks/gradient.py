@@ -13,7 +13,7 @@ for targeted ones. Losses: "ce" (softmax cross-entropy) and "margin" (Carlini-Wa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +21,15 @@ import numpy as np
 
 from capjax.attacks._common import (
     LogitsFn,
+    RunResult,
     attack_loop,
+    attack_objective,
     check_attack_inputs,
     check_nonnegative,
-    cross_entropy,
     input_gradient,
     input_gradient_with_aux,
     is_adversarial,
-    margin,
+    keep_better,
     normalize_direction,
     num_classes_of,
     project,
@@ -36,37 +37,18 @@ from capjax.attacks._common import (
     require_key,
 )
 
-LOSSES = {"ce": cross_entropy, "margin": margin}
-
-
-class _Best(NamedTuple):
-    """The best iterate per example: misclassified first, then highest objective."""
-
-    x: jax.Array  # (N, H, W, C)
-    adversarial: jax.Array  # (N,) bool
-    value: jax.Array  # (N,) float32
+LOSSES = ("ce", "margin")
 
 
 def _objective(logits_fn: LogitsFn, y: jax.Array, loss: str, targeted: bool):
     """x_adv -> ((N,) value to maximise, logits)."""
-    loss_fn = LOSSES[loss]
-    sign = -1.0 if targeted else 1.0
+    value = attack_objective(loss, targeted)
 
     def objective(x_adv):
         logits = logits_fn(x_adv)
-        return sign * loss_fn(logits, y), logits
+        return value(logits, y), logits
 
     return objective
-
-
-def _keep_better(best: _Best, cand: _Best) -> _Best:
-    better = (cand.adversarial & ~best.adversarial) | (
-        (cand.adversarial == best.adversarial) & (cand.value > best.value)
-    )
-    pick = lambda new, old: jnp.where(
-        better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old
-    )
-    return jax.tree.map(pick, cand, best)
 
 
 def _validate(logits_fn, x, y, *, eps, norm, steps, loss, validate, **nonnegative) -> None:
@@ -80,7 +62,7 @@ def _validate(logits_fn, x, y, *, eps, norm, steps, loss, validate, **nonnegativ
         steps=steps,
         num_classes=num_classes_of(logits_fn, x),
         loss=loss,
-        losses=tuple(LOSSES),
+        losses=LOSSES,
         validate=validate,
     )
     check_nonnegative(validate, **nonnegative)
@@ -110,14 +92,14 @@ def _ascend(
     key: jax.Array | None = None,
     unroll: bool | int | None = None,
     best_iterate: bool = True,
-) -> _Best | jax.Array:
+) -> RunResult | jax.Array:
     """The iterative core shared by PGD, MI-FGSM and TI-DIM.
 
     With `best_iterate` and without `diversify` the gradient's forward pass also scores the
-    current iterate, so the best iterate (see `_Best`) is tracked for free and returned; one
-    extra forward scores the last one. Otherwise the last iterate is returned (an array): with
-    `diversify` (input diversity) the forward pass sees a transformed image, and the TI/DI
-    papers return the last iterate too.
+    current iterate, so the best iterate (`keep_better`: misclassified first, then the highest
+    objective) is tracked for free and returned; one extra forward scores the last one.
+    Otherwise the last iterate is returned (an array): with `diversify` (input diversity) the
+    forward pass sees a transformed image, and the TI/DI papers return the last iterate too.
 
     Args:
       decay: None for plain PGD; else the momentum decay mu of MI-FGSM, the gradient being
@@ -132,7 +114,7 @@ def _ascend(
         x_adv, momentum, best = carry
         if track:
             values, logits, grad = input_gradient_with_aux(objective, x_adv)
-            best = _keep_better(best, _Best(x_adv, is_adversarial(logits, y, targeted), values))
+            best = keep_better(best, RunResult(x_adv, is_adversarial(logits, y, targeted), values))
         elif diversify is None:
             _, grad = input_gradient(lambda z: objective(z)[0], x_adv)
         else:
@@ -148,16 +130,16 @@ def _ascend(
         return _ascent_step(x_adv, grad, x, eps, step_size, norm), momentum, best
 
     n = x.shape[0]
-    best = _Best(x_start, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, jnp.float32))
+    best = RunResult(x_start, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, jnp.float32))
     momentum = jnp.zeros(x.shape, jnp.float32) if decay is not None else jnp.zeros(())
     x_adv, _, best = attack_loop(steps, body, (x_start, momentum, best), unroll)
-    return _keep_better(best, _score(objective, x_adv, y, targeted)) if track else x_adv
+    return keep_better(best, _score(objective, x_adv, y, targeted)) if track else x_adv
 
 
-def _score(objective, x_adv: jax.Array, y: jax.Array, targeted: bool) -> _Best:
+def _score(objective, x_adv: jax.Array, y: jax.Array, targeted: bool) -> RunResult:
     """`x_adv` with its per-example success and objective (one forward pass)."""
     values, logits = objective(x_adv)
-    return _Best(x_adv, is_adversarial(logits, y, targeted), values)
+    return RunResult(x_adv, is_adversarial(logits, y, targeted), values)
 
 
 def fgsm(
@@ -291,16 +273,16 @@ def pgd(
 
     if restarts == 1:
         out = run(0)
-        return out.x if best_iterate else out
+        return out.x_adv if best_iterate else out
 
-    def scored_run(r) -> _Best:
+    def scored_run(r) -> RunResult:
         out = run(r)
         return out if best_iterate else _score(objective, out, y, targeted)
 
     best = attack_loop(
-        restarts - 1, lambda r, best: _keep_better(best, scored_run(r + 1)), scored_run(0), unroll
+        restarts - 1, lambda r, best: keep_better(best, scored_run(r + 1)), scored_run(0), unroll
     )
-    return best.x
+    return best.x_adv
 
 
 def mifgsm(
@@ -376,7 +358,7 @@ def mifgsm(
         unroll=unroll,
         best_iterate=best_iterate,
     )
-    return out.x if best_iterate else out
+    return out.x_adv if best_iterate else out
 
 
 def gaussian_kernel(size: int, nsig: Any) -> jax.Array:

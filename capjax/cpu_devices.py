@@ -1,15 +1,15 @@
 """Keeping every CPU core busy: multi-threaded convolutions, and one JAX device per core.
 
-XLA:CPU hands single convolutions to YNNPACK, which ran them on one thread: on the 2-core dev
-machine a 3x3 convolution with 64 channels at 32x32 kept 1 core busy, and the ResNet-18
-input gradient at batch 32 kept 1.5 of 2 busy (395 ms). Two remedies, both on by default
-through `configure_cpu_devices`:
+XLA:CPU hands single convolutions to YNNPACK, which ran them on one thread, leaving cores
+idle. Two remedies, both on by default through `configure_cpu_devices`:
 
 - `use_multithreaded_convolutions` keeps convolutions on XLA's multi-threaded kernels
-  (an XLA flag, set only where the installed jaxlib knows it): that gradient took 293 ms;
+  (an XLA flag, set only where the installed jaxlib knows it);
 - one CPU device per core, with the batch sharded over them, so that each core runs its own
-  share of every op, whatever XLA threads: 295 ms on its own, and the tiny CNN's gradient at
-  batch 128 took 40 ms instead of 70 with both.
+  share of every op, whatever XLA threads.
+
+Each made ResNet-18's input gradient about a quarter faster on 2 cores (figures in
+docs/benchmarks.md).
 
 `python -m capjax.bench compare` measures them beside the peers.
 
@@ -172,16 +172,13 @@ def use_multithreaded_convolutions(environ: MutableMapping[str, str] | None = No
     """Keeps XLA:CPU's convolutions on its multi-threaded kernels; before any JAX op.
 
     Recent XLA:CPU hands single convolutions and dots to YNNPACK, which ran them on one
-    thread: a 3x3 convolution with 64 channels at 32x32, batch 32, took 17 ms with 1 of 2
-    cores busy, and 11 ms on both cores without it; ResNet-18's input gradient at batch 32
-    took 395 ms instead of 293. This adds `--xla_cpu_experimental_ynn_fusion_type=
+    thread (docs/benchmarks.md). This adds `--xla_cpu_experimental_ynn_fusion_type=
     -individual_convolution,-individual_dot` to XLA_FLAGS, unless XLA_FLAGS already sets that
     flag or the installed jaxlib does not know it.
 
     YNNPACK's other fusions stay: also turning off its "reduce" fusions (which grow from a
-    global average pool back over several convolutions) took the tiny CNN's PGD-10 at batch
-    128 from 460 to 410 ms, but CAFD's smoke CAFA attack from 42 to 60 ms and its whole train
-    step from 84 to 97-105 ms (`python -m capjax.bench cafd --size smoke --batch 32`).
+    global average pool back over several convolutions) sped up the tiny CNN's PGD but
+    slowed CAFD's train step more (docs/benchmarks.md).
 
     Returns:
       Whether the flag was added.

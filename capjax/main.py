@@ -57,8 +57,8 @@ def parse_command_line(argv: list[str]):
 def use_prng_from_env() -> None:
     """`CAPJAX_PRNG=rbg` switches JAX's default generator (threefry2x32 otherwise).
 
-    XLA:CPU compiles threefry slowly: the tiny CNN's init compiled in 16.3 s with threefry
-    keys and 2.6 s with rbg keys on the 2-core dev machine. rbg is opt-in because its draws
+    XLA:CPU compiles threefry slowly, rbg much faster (figures in docs/benchmarks.md, "Figures
+    moved out of docstrings"). rbg is opt-in because its draws
     change with sharding and under vmap, which breaks guarantees capjax tests (a sharded
     step equals the single-device step; an attack's per-example draws do not depend on the
     batch it runs in).

@@ -2,9 +2,9 @@
 
 XLA optimises every program for run time. For a program that runs once, such as parameter
 initialisation, that effort is wasted: on XLA:CPU the threefry generator behind every
-initialiser costs seconds of LLVM optimisation per parameter, so the tiny CNN's init
-compiled in 44 s at the default level and in 3 s at backend optimisation level 0 (2-core dev
-machine, 2026-12-03, `tests/test_run_once.py` keeps the comparison). The values are those of
+initialiser costs seconds of LLVM optimisation per parameter, which backend optimisation
+level 0 removes (figures in docs/benchmarks.md; `tests/test_run_once.py` keeps the
+comparison). The values are those of
 the default compile up to float32 rounding (about 4% of entries differ in the last bit: the
 generator's transcendental polynomials are contracted differently), not bit for bit; every
 capjax run initialises through here, so runs stay reproducible.

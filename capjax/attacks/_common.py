@@ -217,19 +217,12 @@ CPU_FULL_UNROLL_MAX_STEPS = 40
 # Iterations per loop trip for longer loops on XLA:CPU.
 CPU_PARTIAL_UNROLL = 10
 # Largest unrolled program (steps x equations of one traced loop body) that `default_unroll`
-# unrolls fully on XLA:CPU: compile time grows faster than the program. Measured here (jax
-# 0.10.2, 2 cores), APGD-100 end to end on 8 CIFAR-10 images: through the cifar_cpu CAFD
-# purifier (643 equations per step, 64,300 unrolled) it compiled in 40 s and ran in 8.4 s
-# fully unrolled, against 9 s and 13 s with 10 iterations per trip; through its CAP-GAN
-# generator (2,419 per step, 242,000 unrolled) it compiled in 361 s fully unrolled and
-# 21 s with 10 per trip, and ran in 13 s either way.
+# unrolls fully on XLA:CPU: compile time grows faster than the program (docs/benchmarks.md).
 CPU_FULL_UNROLL_MAX_EQUATIONS = 100_000
 # Primitives of a windowed max's gradient (`nn.max_pool`, `lax.reduce_window` with max):
 # XLA:CPU keeps their buffers for every unrolled iteration, so `default_unroll` keeps loops
-# with them rolled. Measured here (jax 0.10.2, 2 cores), APGD-CE-100 on 100 images of a
-# conv-ReLU-`nn.max_pool` CNN: 9.92 GB of compiled temporaries and 11.9 s fully unrolled,
-# 0.16 GB and 11.9 s rolled. Through `attacks.tiled_max_pool` the same model has none of
-# them and unrolls: 0.23 GB and 4.8 s.
+# with them rolled; through `attacks.tiled_max_pool` the same model has none of them and
+# unrolls (docs/benchmarks.md).
 WINDOWED_MAX_GRADIENTS = ("select_and_scatter_add", "select_and_gather_add")
 
 
@@ -279,18 +272,12 @@ def default_unroll(
       `nn.max_pool`) keeps the loop rolled, as XLA:CPU would keep those buffers for every
       unrolled iteration; `attacks.tiled_max_pool` removes them, and the loop unrolls.
 
-    Other bodies keep about one iteration's buffers however far they unroll (compiled
-    temporaries, 2 cores: PGD-40 on 200 images of the cifar_cpu target 0.32 GB fully
-    unrolled and 0.18 GB rolled; CAFA-10 on 128, 0.44 GB either way; APGD-CE-100 on 200,
-    0.49 GB fully unrolled and 0.21 GB at 10 per trip).
+    Other bodies keep about one iteration's buffers however far they unroll.
 
-    Measured here (jax 0.10.2, 2 CPU cores, 6-conv CNN): PGD-10 at batch 256 ran at 52
-    images/s rolled, 51 with `unroll=2` and 111 fully unrolled; PGD-40 at batch 64 ran at 73
-    images/s rolled, 110 with `unroll=10` and 808 fully unrolled (compiled in 18 s).
     Convolution gradients inside XLA:CPU while loops are several times slower; GPUs and TPUs
     do not have this cliff, so they keep the rolled loop (fast compiles). A max-pool CNN
-    shows no cliff: APGD-CE-100 on 100 images ran in 13.3 s rolled (0.16 GB of XLA
-    temporaries) and 13.0 s fully unrolled (9.9 GB).
+    shows no cliff, but fully unrolled it keeps every iteration's buffers. The measurements
+    behind these rules are in docs/benchmarks.md.
     """
     if jax.default_backend() != "cpu":
         return 1
@@ -368,9 +355,7 @@ def host_loop(
     such cliff, and each unrolled iteration would keep its buffers, so its whole loop is one
     rolled program per call. Either way the attack's runs (targets, restarts) are driven from
     the host (`best_of_runs_from_host`), each on the examples still unbroken, and a later call
-    with the same shapes reuses the compiled programs. Measured here (jax 0.10.2, 2 cores),
-    PGD-40 on 100 images of the cifar_cpu target: 29.4 s rolled, 8.7 s fully unrolled, 7.6 s
-    as four calls of a 10-step program.
+    with the same shapes reuses the compiled programs (measurement in docs/benchmarks.md).
     """
     if jax.default_backend() != "cpu" or steps <= 0:
         return None
@@ -567,10 +552,8 @@ def parallel_chunk(parallel: bool | int | None, num_runs: int) -> int:
     """Runs per batch for `best_of_runs`: all (True), one (False or None), or k (an int).
 
     One at a time is the default so that an attack's peak memory grows with the batch and
-    the model, not with its targets or restarts. Measured (issue #17; jax 0.10.2, 2 cores,
-    a conv-ReLU-max-pool CNN, APGD-T-20 with 9 targets on 100 images, every target run):
-    one at a time 39.3 s and 2.06 GB of XLA temporaries; 3 at a time 37.5 s, 6.1 GB; all 9
-    at once 33.2 s, 18.3 GB.
+    the model, not with its targets or restarts; running more at once is a little faster and
+    multiplies the memory (issue #17; measurement in docs/benchmarks.md).
     """
     if parallel is None or parallel is False:
         return 1

@@ -54,9 +54,7 @@ from capjax.attacks._common import (
 MOMENTUM = 0.75
 # APGD's body compiles quickly, so on XLA:CPU it is unrolled fully up to AutoAttack's 100
 # steps (convolution gradients run several times slower inside XLA:CPU while loops; see
-# `default_unroll`). Measured on the 2-core dev machine (jax 0.10.2), APGD-CE-100 on 200
-# CIFAR-10 images of the `speedrun` CNN (0.30 M parameters): 126 s per call with 10
-# iterations per loop trip, 27 s fully unrolled (first call 45 s, compile included).
+# `default_unroll`); docs/benchmarks.md has the measurement.
 APGD_CPU_FULL_UNROLL_MAX_STEPS = 100
 
 

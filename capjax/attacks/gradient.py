@@ -208,8 +208,8 @@ def pgd(
 
     `best_iterate=False` returns the last iterate instead, as Madry et al.'s code, torchattacks
     and foolbox do, and saves the forward pass that scores it (the gradients' forward passes
-    score the other iterates): PGD-10 took 6-13% less time on a 2-core CPU (`python -m
-    capjax.bench compare`, tiny CNN and ResNet-18). With restarts, each run's last iterate is
+    score the other iterates; `python -m capjax.bench compare` measures the saving). With
+    restarts, each run's last iterate is
     scored and the better one kept per example.
 
     Args:
@@ -380,8 +380,8 @@ def _band_matrix(kernel: jax.Array, n: int) -> jax.Array:
 
 def smooth_gradient(grad: jax.Array, kernel: jax.Array) -> jax.Array:
     """Per-channel 'SAME' (zero-padded) convolution of an NHWC gradient with the separable
-    kernel outer(kernel, kernel) (TI's smoothing), as two small matrix products: a 15x15
-    depthwise convolution took 560 ms on XLA:CPU at batch 64, these take about 1 ms."""
+    kernel outer(kernel, kernel) (TI's smoothing), as two small matrix products, which XLA:CPU
+    runs far faster than a 15x15 depthwise convolution (docs/benchmarks.md)."""
     rows = _band_matrix(kernel, grad.shape[1]).astype(grad.dtype)
     cols = _band_matrix(kernel, grad.shape[2]).astype(grad.dtype)
     return jnp.einsum("ih,nhwc,jw->nijc", rows, grad, cols)

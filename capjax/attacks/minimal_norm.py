@@ -145,7 +145,7 @@ def cw_l2(
       abort_early: stop a round when the batch's loss stalls (see above).
       unroll: unrolling of both loops (see `attack_loop`). On XLA:CPU the default (full
         unrolling) compiles binary_search_steps x steps gradient steps, but a rolled rounds
-        loop ran 9x slower here (CW 2 x 10 steps, batch 64: 6.1 s against 0.66 s).
+        loop ran several times slower (docs/benchmarks.md).
       validate: check values (outside jit); shapes are always checked.
 
     Returns:

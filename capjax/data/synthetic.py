@@ -1,10 +1,10 @@
 """A procedurally generated 10-class 32x32 RGB dataset: shapes and textures on clutter.
 
-It needs no download, generates 12,000 images in about 1.3 s of CPU (numpy, vectorised),
-and is made to be learnable fast yet not trivial. Measured with the tiny CNN
+It needs no download, generates its images in a vectorised numpy pass, and is made to be
+learnable fast yet not trivial. Measured with the tiny CNN
 (`get_classifier("tiny", widths=(16, 32, 64))`, Adam 3e-3 with cosine decay, batch 32, no
-augmentation): 90-96% test accuracy after 600 steps (three seeds; ~32 s of CPU time on
-2 shared cores) and 99.8% after 1,800 steps; yet PGD-10 brings that model to 60% at eps
+augmentation): 90-96% test accuracy after 600 steps (three seeds) and 99.8% after 1,800
+steps; yet PGD-10 brings that model to 60% at eps
 4/255 and 6% at 8/255. Classes differ only in shape or texture, never in colour, size or
 position.
 

@@ -82,10 +82,10 @@ def conv_or_matmul(
     """`lax.conv_general_dilated`, except that a plain NHWC convolution with an output of at
     most `MATMUL_MAX_OUTPUT_PIXELS` pixels runs as gathered windows times the kernel (one dot).
 
-    XLA:CPU is pathologically slow at 3x3 convolutions over 2x2 maps: VGG-19's four 512-channel
-    ones at batch 64 took 537 ms each (2 GFLOP/s, against 280 at 4x4), about 2.1 of its 2.5 s
-    forward pass on the 2-core dev machine; as a dot the same layer took 6.8 ms forward and
-    16 ms with its gradient (against 1,132 ms). Same values up to float rounding.
+    XLA:CPU is pathologically slow at 3x3 convolutions over 2x2 maps (VGG-19's four
+    512-channel ones took most of its forward pass); as one dot the same layer is about two
+    orders of magnitude faster, forward and backward (figures in docs/benchmarks.md). Same
+    values up to float rounding.
     """
     plain = (
         dimension_numbers == _NHWC

@@ -8,14 +8,9 @@ maps need a spatial map, and averaging 2x2 then classifying is what the dropped 
 did up to max-vs-mean.
 
 Max pooling is written as reshape + max rather than `nn.max_pool`, whose gradient lowers to
-select-and-scatter, slow on XLA:CPU. Measured on this 2-core CPU (shared with other jobs, so
-whole-network numbers are noisy), jit, float32, batch 128, 32x32:
-  - gradient of the pooling alone at vgg11's four pool shapes: reshape + max 147-188 ms,
-    nn.max_pool 392-502 ms (2.7x), nn.avg_pool 55-70 ms, reshape + mean 92-105 ms;
-  - input gradient of all of vgg11 (median of 10, load rising from 0.3 to 5): reshape + max
-    4.5 s, nn.max_pool 5.1 s, reshape + mean 5.5 s. The convolutions dominate, and under
-    heavier load (6-13) the three variants were within noise of each other (~14 s CPU each).
-"avg" uses `nn.avg_pool`, whose gradient was the cheapest of all.
+select-and-scatter, slow on XLA:CPU: the pooling's gradient alone was several times slower,
+though in a whole network the convolutions dominate (figures in docs/benchmarks.md). "avg"
+uses `nn.avg_pool`, whose gradient was the cheapest of all.
 """
 
 from __future__ import annotations

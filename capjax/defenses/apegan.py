@@ -29,9 +29,8 @@ import jax.numpy as jnp
 import optax
 
 from capjax import attack_specs
-from capjax import data as data_lib
 from capjax.core.errors import ConfigError
-from capjax.defenses.purifier_parts import TRAINING_ATTACKS, make_purify
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS, make_purify, training_batch
 
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 # The paper's loss weights (xi1, xi2).
@@ -218,10 +217,7 @@ class APEGANTrainer:
           purified_accuracy (f on x_adv and on G(x_adv)), and learning_rate if a schedule
           is set.
         """
-        images, labels = batch["image"], batch["label"]
-        if images.ndim != 4:
-            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
-        x = data_lib.to_float(images)
+        x, labels = training_batch(batch)
         target_variables = state.target_variables
         x_adv = self.craft(target_variables, x, labels, key)
 

@@ -60,7 +60,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax import data as data_lib
 from capjax.attacks.feature import (
     NORMALIZE_ORDERS,
     cafa,
@@ -76,6 +75,7 @@ from capjax.defenses.purifier_parts import (
     check_choice,
     frozen_target_fn,
     make_purify,
+    training_batch,
 )
 
 LOSS_FORMS = ("eq6", "eq7")
@@ -460,10 +460,7 @@ class CAFDTrainer:
           baseline), pixel_mse (x_hat vs x), adversarial_accuracy and
           denoised_accuracy of P on x~ and C(x~), and learning_rate if a schedule is set.
         """
-        images, labels = batch["image"], batch["label"]
-        if images.ndim != 4:
-            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
-        x = data_lib.to_float(images)
+        x, labels = training_batch(batch)
         target_variables = state.target_variables
         x_adv = self.attack(target_variables, x, key)
 

@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import optax
 
 from capjax import attack_specs
-from capjax import data as data_lib
 from capjax.core.errors import ConfigError
+from capjax.defenses.purifier_parts import training_batch
 
 COMBINES = ("alpha", "sum")
 DOMAIN_ATTACKS = ("pgd", "fgsm", "mifgsm")
@@ -387,10 +387,7 @@ class CAPGANTrainer:
           adversarial_accuracy (f on x_adv), purified_accuracy (f on T_A->C(x_adv)),
           pixel_mse of the purified images against x, and learning_rate if a schedule is set.
         """
-        images, labels = batch["image"], batch["label"]
-        if images.ndim != 4:
-            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
-        x = data_lib.to_float(images)
+        x, labels = training_batch(batch)
         target_variables = state.target_variables
         x_adv = self.craft_domain(target_variables, x, labels, key)
 

@@ -31,13 +31,13 @@ import jax.numpy as jnp
 import optax
 
 from capjax import attack_specs
-from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 from capjax.defenses.purifier_parts import (
     TRAINING_ATTACKS,
     TargetFn,
     frozen_target_fn,
     make_purify,
+    training_batch,
 )
 
 GUIDED_LOSSES = ("logits", "features")
@@ -169,10 +169,7 @@ class HGDTrainer:
           pixel_mse (C(x_adv) against x), adversarial_accuracy and denoised_accuracy (f on
           x_adv and on C(x_adv)), and learning_rate if a schedule is set.
         """
-        images, labels = batch["image"], batch["label"]
-        if images.ndim != 4:
-            raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
-        x = data_lib.to_float(images)
+        x, labels = training_batch(batch)
         target_variables = state.target_variables
         x_adv = self.craft(target_variables, x, labels, key)
 

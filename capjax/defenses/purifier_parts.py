@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 
 # (N, H, W, C) images -> (logits (N, K), last conv features (N, h, w, C')).
@@ -94,3 +95,15 @@ def make_purify(denoiser: nn.Module, variables: Any) -> Callable[[jax.Array], ja
         return denoiser.apply(variables, x, train=False)
 
     return purify
+
+
+def training_batch(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """(x float in [0, 1], labels) of a purifier's training batch, checked at trace time.
+
+    Args:
+      batch: {"image": (N, H, W, C) uint8 or float in [0, 1], "label": (N,) int}.
+    """
+    images = batch["image"]
+    if images.ndim != 4:
+        raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
+    return data_lib.to_float(images), batch["label"]

@@ -134,8 +134,8 @@ def check_variant(variant: dict[str, str], known: set[str], config_file: str) ->
 def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The `:smoke` variant of a classifier config: synthetic data, one short epoch (4 steps).
 
-    The model is kept: seconds on a CPU for the tiny CNN, a minute or two for VGG-19,
-    mostly compilation. Tests drive every config through `capjax.main`.
+    The model is kept: seconds on a CPU for the tiny CNN, far longer for VGG-19, mostly
+    compilation (times in docs/benchmarks.md). Tests drive every config through `capjax.main`.
     """
     config.data.source = "synthetic"
     config.data.num_train = 256

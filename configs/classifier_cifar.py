@@ -6,8 +6,8 @@ Variants (comma-separated after the colon): `model=<name>` (any registry name: t
 vgg16, vgg19, resnet18, resnet34, resnet50, preact_resnet18, wrn28_10); `adv` (PGD adversarial
 training, below); `thermometer` (the classifier sees a 16-level thermometer code of each pixel,
 Buckman et al. 2018: the THM baseline, evaluated as `--config.defense=thermometer`);
-`smoke` (4 steps on the synthetic data, for tests: 1-2 minutes on 2 CPU cores with VGG-19,
-mostly compilation; seconds with `model=tiny`).
+`smoke` (4 steps on the synthetic data, for tests: seconds with `model=tiny`; far longer with
+VGG-19, mostly compilation; times in docs/benchmarks.md).
 
 Data: tfds `cifar10` by default (needs a prepared tfds data_dir when offline). Without one, use
 the image-folder copy: `--config.data.source=folder --config.data.dir=../shared/data/cifar10-jpeg`.

@@ -212,7 +212,7 @@ def random_init(key: jax.Array, x: jax.Array, eps: Any, norm: str) -> jax.Array:
 
 
 # Longest loop that `default_unroll` unrolls fully on XLA:CPU; past it compile time and
-# memory grow too much (a 100-step attack compiled for over 27 minutes when fully unrolled).
+# memory grow too much (a fully unrolled 100-step attack's compile time: docs/benchmarks.md).
 CPU_FULL_UNROLL_MAX_STEPS = 40
 # Iterations per loop trip for longer loops on XLA:CPU.
 CPU_PARTIAL_UNROLL = 10

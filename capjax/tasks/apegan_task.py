@@ -47,9 +47,6 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     a, t = config.apegan, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    def optimizer():
-        return optimizer_from_config(t, schedule)
-
     dtype = classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
     return APEGANTrainer(
         generator=APEGANGenerator(
@@ -58,8 +55,8 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         discriminator=APEGANDiscriminator(widths=tuple(a.discriminator.widths), dtype=dtype),
         target=target_model,
         target_variables=target_variables,
-        generator_tx=optimizer(),
-        discriminator_tx=optimizer(),
+        generator_tx=optimizer_from_config(t, schedule),
+        discriminator_tx=optimizer_from_config(t, schedule),
         schedule=schedule,
         mse_weight=a.mse_weight,
         gan_weight=a.gan_weight,

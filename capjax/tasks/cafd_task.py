@@ -21,8 +21,9 @@ from typing import Any
 import ml_collections
 
 from capjax.defenses.cafd import CAFDTrainer
-from capjax.models.denoiser import CAFDDiscriminator, DUNet
+from capjax.models.denoiser import CAFDDiscriminator
 from capjax.tasks.purifier_task import (
+    dunet_from_config,
     load_finished_purifier,
     train_and_evaluate,
     train_purifier,
@@ -35,24 +36,16 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     c, t = config.cafd, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    def optimizer():
-        return optimizer_from_config(t, schedule)
-
     dtype = classifier_lib.parse_dtype(c.dtype, "cafd.dtype")
     return CAFDTrainer(
-        denoiser=DUNet(
-            widths=tuple(c.denoiser.widths),
-            encoder_blocks=tuple(c.denoiser.encoder_blocks),
-            decoder_blocks=tuple(c.denoiser.decoder_blocks),
-            dtype=dtype,
-        ),
+        denoiser=dunet_from_config(c, dtype),
         discriminator=CAFDDiscriminator(
             widths=tuple(c.discriminator.widths), hidden=c.discriminator.hidden, dtype=dtype
         ),
         target=target_model,
         target_variables=target_variables,
-        denoiser_tx=optimizer(),
-        discriminator_tx=optimizer(),
+        denoiser_tx=optimizer_from_config(t, schedule),
+        discriminator_tx=optimizer_from_config(t, schedule),
         schedule=schedule,
         loss_form=c.loss_form,
         class_weights=c.class_weights,

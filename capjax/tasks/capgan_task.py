@@ -36,9 +36,6 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     c, t = config.capgan, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    def optimizer():
-        return optimizer_from_config(t, schedule)
-
     dtype = classifier_lib.parse_dtype(c.dtype, "capgan.dtype")
     return CAPGANTrainer(
         generator=AttentionGenerator(
@@ -58,8 +55,8 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         ),
         target=target_model,
         target_variables=target_variables,
-        generator_tx=optimizer(),
-        discriminator_tx=optimizer(),
+        generator_tx=optimizer_from_config(t, schedule),
+        discriminator_tx=optimizer_from_config(t, schedule),
         weights=LossWeights(**c.loss.to_dict()),
         schedule=schedule,
         domain_attack=c.domain.attack.to_dict(),

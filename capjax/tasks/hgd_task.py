@@ -22,8 +22,11 @@ from capjax.attack_specs import training_attack
 from capjax.core.errors import ConfigError
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
-from capjax.models.denoiser import DUNet
-from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
+from capjax.tasks.purifier_task import (
+    dunet_from_config,
+    load_finished_purifier,
+    train_and_evaluate,
+)
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
@@ -43,12 +46,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     h, t = config.hgd, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
     return HGDTrainer(
-        denoiser=DUNet(
-            widths=tuple(h.denoiser.widths),
-            encoder_blocks=tuple(h.denoiser.encoder_blocks),
-            decoder_blocks=tuple(h.denoiser.decoder_blocks),
-            dtype=classifier_lib.parse_dtype(h.dtype, "hgd.dtype"),
-        ),
+        denoiser=dunet_from_config(h, classifier_lib.parse_dtype(h.dtype, "hgd.dtype")),
         target=target_model,
         target_variables=target_variables,
         tx=optimizer_from_config(t, schedule),

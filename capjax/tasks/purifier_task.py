@@ -24,6 +24,7 @@ from capjax.core.errors import ConfigError
 from capjax.eval import paper_match, paper_suites
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import FigureExtra, evaluate_defense, needs_surrogate
+from capjax.models.denoiser import DUNet
 from capjax.train import classifier as classifier_lib
 from capjax.train.adversarial import AdversarialTraining
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
@@ -53,6 +54,17 @@ def paper_rows(config, dataset_name: str | None) -> tuple[dict[str, float] | Non
     if why:
         return None, [f"No paper numbers: {'; '.join(why)}."]
     return rows, []
+
+
+def dunet_from_config(section, dtype) -> DUNet:
+    """The DUNET denoiser a purifier section's `denoiser` field describes (CAFD, HGD)."""
+    d = section.denoiser
+    return DUNet(
+        widths=tuple(d.widths),
+        encoder_blocks=tuple(d.encoder_blocks),
+        decoder_blocks=tuple(d.decoder_blocks),
+        dtype=dtype,
+    )
 
 
 def train_purifier(
@@ -222,27 +234,6 @@ def load_finished_purifier(
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
-    trainer, state = restore_finished(
-        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint, title=title
-    )
-    return trainer.purify(state), classifier_lib.eval_logits_fn(
-        trainer.target, trainer.target_variables
-    )
-
-
-def restore_finished(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    *,
-    make_trainer: MakeTrainer,
-    fingerprint: dict[str, Any],
-    title: str,
-):
-    """(trainer, final state) of the finished purifier run in `workdir`.
-
-    Raises:
-      ValueError: the run has not finished, or its checkpoints belong to another config.
-    """
     dataset = classifier_lib.load_data(config, workdir)
     target_model, target_variables = restore_target(config, workdir, dataset)
     steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
@@ -264,4 +255,6 @@ def restore_finished(
         )
     finally:
         checkpointer.close()
-    return trainer, state
+    return trainer.purify(state), classifier_lib.eval_logits_fn(
+        trainer.target, trainer.target_variables
+    )

@@ -253,6 +253,12 @@ def make_attack(spec: Mapping[str, Any]) -> AttackFn:
     return attack
 
 
+def stops_early_from_host(spec: Mapping[str, Any]) -> bool:
+    """Whether the attack drops each example once it is broken, driven from the host outside
+    jit (`pgd`'s `early_stop`; SPSA's freezes examples inside one program)."""
+    return attack_name(spec) == "pgd" and bool(options(spec).get("early_stop"))
+
+
 def kind(spec: Mapping[str, Any]) -> str:
     """One of `KINDS`: what sort of evidence the attack gives (used by the sanity checks)."""
     name = attack_name(spec)

@@ -51,6 +51,9 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 VALIDATION_IMAGES = 5000
 PGD40 = {"name": "pgd", "eps": 8 / 255, "step_size": 0.01, "steps": 40}
+# The same attack, leaving each image once the model it attacks misclassifies it: the same
+# verdicts where that model is the scored one (end to end, BPDA), at a fraction of the steps.
+PGD40_EARLY_STOP = dict(PGD40, early_stop=True)
 
 
 def target_model() -> ml_collections.ConfigDict:
@@ -110,6 +113,11 @@ def eval_rows() -> dict:
     docs/cifar_cpu.md), which is what kept it to 100 images; after PGD-40 it attacks the
     survivors of all 2,000. Through CAP-GAN that still took 622 s for 3 survivors: the cost
     is compiling and running each component's loops through the generator, not the images.
+
+    End to end and through BPDA, PGD-40 stops on each image once it is misclassified
+    (`early_stop`: outside jit, 10-step programs on the images still standing). The model it
+    attacks is the one scored there, so every verdict is what all 40 steps give; the
+    white-box row keeps all 40, because its points are then purified.
     """
     return numbered(
         {
@@ -117,10 +125,14 @@ def eval_rows() -> dict:
             "whitebox_pgd40": {"threat": "whitebox", "attack": PGD40, "label": "white-box PGD-40"},
             "end_to_end_pgd40": {
                 "threat": "end_to_end",
-                "attack": PGD40,
+                "attack": PGD40_EARLY_STOP,
                 "label": "end-to-end PGD-40",
             },
-            "bpda_pgd40": {"threat": "bpda", "attack": PGD40, "label": "BPDA-I PGD-40"},
+            "bpda_pgd40": {
+                "threat": "bpda",
+                "attack": PGD40_EARLY_STOP,
+                "label": "BPDA-I PGD-40",
+            },
             "whitebox_aa": {
                 "threat": "whitebox",
                 "attack": AUTOATTACK,

@@ -12,6 +12,7 @@ for targeted ones. Losses: "ce" (softmax cross-entropy) and "margin" (Carlini-Wa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,21 +21,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax.attacks._common import (
+    HOST_LOOP_CHUNK,
     LogitsFn,
     RunResult,
+    as_pytree_fn,
     attack_loop,
     attack_objective,
     check_attack_inputs,
     check_nonnegative,
+    host_loop,
     input_gradient,
     input_gradient_with_aux,
     is_adversarial,
     keep_better,
     normalize_direction,
     num_classes_of,
+    padded_rows,
     project,
     random_init,
     require_key,
+    run_chunk,
+    take_rows,
 )
 
 LOSSES = ("ce", "margin")
@@ -109,6 +116,43 @@ def _ascend(
       diversify: (x_adv, key) -> transformed x_adv fed to the model (DI), keyed per step.
     """
     track = best_iterate and diversify is None
+    body = _ascent_body(
+        objective,
+        x,
+        y,
+        eps=eps,
+        step_size=step_size,
+        norm=norm,
+        targeted=targeted,
+        track=track,
+        decay=decay,
+        smooth=smooth,
+        diversify=diversify,
+        key=key,
+    )
+    n = x.shape[0]
+    best = RunResult(x_start, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, jnp.float32))
+    momentum = jnp.zeros(x.shape, jnp.float32) if decay is not None else jnp.zeros(())
+    x_adv, _, best = attack_loop(steps, body, (x_start, momentum, best), unroll)
+    return keep_better(best, _score(objective, x_adv, y, targeted)) if track else x_adv
+
+
+def _ascent_body(
+    objective,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    eps: Any,
+    step_size: Any,
+    norm: str,
+    targeted: bool,
+    track: bool,
+    decay: Any = None,
+    smooth: Callable[[jax.Array], jax.Array] | None = None,
+    diversify: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    key: jax.Array | None = None,
+):
+    """`_ascend`'s loop body: (i, (x_adv, momentum, best)) -> the next carry."""
 
     def body(i, carry):
         x_adv, momentum, best = carry
@@ -129,17 +173,90 @@ def _ascend(
             momentum = grad
         return _ascent_step(x_adv, grad, x, eps, step_size, norm), momentum, best
 
-    n = x.shape[0]
-    best = RunResult(x_start, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, jnp.float32))
-    momentum = jnp.zeros(x.shape, jnp.float32) if decay is not None else jnp.zeros(())
-    x_adv, _, best = attack_loop(steps, body, (x_start, momentum, best), unroll)
-    return keep_better(best, _score(objective, x_adv, y, targeted)) if track else x_adv
+    return body
 
 
 def _score(objective, x_adv: jax.Array, y: jax.Array, targeted: bool) -> RunResult:
     """`x_adv` with its per-example success and objective (one forward pass)."""
     values, logits = objective(x_adv)
     return RunResult(x_adv, is_adversarial(logits, y, targeted), values)
+
+
+# PGD with `early_stop`, driven from the host (`host_loop`): programs of a few steps on the
+# examples still unbroken, each compiled once per (padded) batch size and reused.
+@functools.partial(jax.jit, static_argnames=("norm", "loss", "targeted", "length", "unroll"))
+def _pgd_chunk_program(
+    logits_fn, x, y, eps, step_size, x_adv, best, *, norm, loss, targeted, length, unroll
+):
+    objective = _objective(logits_fn, y, loss, targeted)
+    body = _ascent_body(
+        objective, x, y, eps=eps, step_size=step_size, norm=norm, targeted=targeted, track=True
+    )
+    x_adv, _, best = run_chunk(body, (x_adv, jnp.zeros(()), best), 0, length, unroll)
+    return x_adv, best
+
+
+@functools.partial(jax.jit, static_argnames=("loss", "targeted"))
+def _score_last_program(logits_fn, x_adv, y, best, *, loss, targeted) -> RunResult:
+    return keep_better(best, _score(_objective(logits_fn, y, loss, targeted), x_adv, y, targeted))
+
+
+def _set_rows(full: Any, rows: np.ndarray | None, part: Any) -> Any:
+    """`full` with `part` (the leaves at `rows`; None: all of them) written back."""
+    if rows is None:
+        return part
+    return jax.tree.map(lambda a, b: a.at[rows].set(b), full, part)
+
+
+def _pgd_stopping_early(
+    logits_fn, x, y, starts, loop, *, eps, step_size, norm, loss, targeted
+) -> jax.Array:
+    """PGD's runs (one per start in `starts`, a callable r -> x_start) with their steps driven
+    from the host in chunks of `loop`, each chunk on the examples no step has broken yet.
+
+    Every example's steps depend only on its own row, so an unbroken example follows the
+    trajectory it follows in `_ascend`; a broken one stops at the end of the chunk that broke
+    it, keeping its best iterate so far."""
+    n = x.shape[0]
+    best = RunResult(x, jnp.zeros((n,), bool), jnp.full((n,), -jnp.inf, jnp.float32))
+    for start in starts:
+        x_adv = start()
+        for _, length in loop.chunks:
+            left = np.flatnonzero(~np.asarray(best.success)).astype(np.int32)
+            if left.size == 0:
+                break
+            rows = None if left.size == n else padded_rows(left, n)
+            part = (x, y, x_adv, best) if rows is None else take_rows((x, y, x_adv, best), rows)
+            new = _pgd_chunk_program(
+                logits_fn,
+                *part[:2],
+                eps,
+                step_size,
+                *part[2:],
+                norm=norm,
+                loss=loss,
+                targeted=targeted,
+                length=length,
+                unroll=loop.unroll,
+            )
+            # Wait for the program before the eager scatter (as AutoAttack's gather does: two
+            # XLA:CPU devices once deadlocked on eager ops dispatched behind a running one).
+            x_adv, best = _set_rows((x_adv, best), rows, jax.block_until_ready(new))
+        best = _score_last_program(logits_fn, x_adv, y, best, loss=loss, targeted=targeted)
+    return best.x_adv
+
+
+def _early_stop_loop(logits_fn, x, steps: int, inputs: Any):
+    """The host-driven chunks of PGD's `early_stop`, or None where it does not apply (under
+    jit, or off XLA:CPU). A model whose whole loop `host_loop` keeps as one rolled program
+    (a windowed max) is still cut into `HOST_LOOP_CHUNK`-step programs, rolled."""
+    loop = host_loop(steps, logits_fn, x, inputs=inputs)
+    if loop is None or len(loop.chunks) > 1 or steps <= HOST_LOOP_CHUNK:
+        return loop
+    chunks = tuple(
+        (first, min(HOST_LOOP_CHUNK, steps - first)) for first in range(0, steps, HOST_LOOP_CHUNK)
+    )
+    return loop._replace(chunks=chunks)
 
 
 def fgsm(
@@ -195,6 +312,7 @@ def pgd(
     key: jax.Array | None = None,
     unroll: bool | int | None = None,
     best_iterate: bool = True,
+    early_stop: bool = False,
     validate: bool = True,
 ) -> jax.Array:
     """Projected gradient descent (Madry et al., 2018); BIM (Kurakin et al., 2017) when
@@ -227,6 +345,15 @@ def pgd(
       key: `jax.random.key`, required when `random_start`.
       unroll: loop unrolling (see `attack_loop`); None is full unrolling on CPU only.
       best_iterate: return the best iterate visited (True) or the last one (False).
+      early_stop: stop attacking an example once an iterate is misclassified (needs
+        `best_iterate`). It acts where the loop can be driven from the host: called outside
+        jit on XLA:CPU, the steps run as `HOST_LOOP_CHUNK`-step programs, each on the examples
+        still unbroken (and restarts only on those). Which examples end up misclassified is
+        what it is without, as are the points of the others; a broken example's point is its
+        best iterate up to the chunk that broke it, not over all steps. So it keeps the
+        verdict of a model's own attack (end to end, BPDA), not that of a point passed on to
+        another model (attack f, then purify). Elsewhere (under jit, GPU, TPU) it changes
+        nothing.
       validate: check values (outside jit); shapes and names are always checked.
 
     Returns:
@@ -253,6 +380,30 @@ def pgd(
         raise ValueError("restarts > 1 repeats the same run without random_start=True.")
     if random_start:
         key = require_key(key, "PGD with random_start=True")
+    if early_stop and not best_iterate:
+        raise ValueError("early_stop keeps each example's best iterate; pass best_iterate=True.")
+    if early_stop and unroll is None and jnp.ndim(eps) == 0 and jnp.ndim(step_size) == 0:
+        logits_fn = as_pytree_fn(logits_fn)
+        loop = _early_stop_loop(logits_fn, x, steps, inputs=(y, eps, step_size, key))
+        if loop is not None:
+            starts = [
+                functools.partial(random_init, jax.random.fold_in(key, r), x, eps, norm)
+                if random_start
+                else (lambda: x)
+                for r in range(restarts)
+            ]
+            return _pgd_stopping_early(
+                logits_fn,
+                x,
+                y,
+                starts,
+                loop,
+                eps=eps,
+                step_size=step_size,
+                norm=norm,
+                loss=loss,
+                targeted=targeted,
+            )
     objective = _objective(logits_fn, y, loss, targeted)
 
     def run(r):

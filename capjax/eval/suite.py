@@ -371,8 +371,9 @@ def _split_steps(row: Row, defense, surrogate, key, eot_samples, *, eager: bool)
 
     `eager`: the attack runs outside jit, so AutoAttack gathers the still-robust examples
     between its components (`capjax.attacks.autoattack`) instead of attacking every example
-    with every component; the attacked model is then built once per row, its randomness
-    fixed by the row's first batch key (AutoAttack standard is for deterministic defenses).
+    with every component, and `pgd` with `early_stop` between its steps; the attacked model
+    is then built once per row, its randomness fixed by the row's first batch key (both are
+    for deterministic defenses).
     """
     attack = attack_specs.make_attack(row.attack)
 
@@ -413,8 +414,14 @@ def _split_steps(row: Row, defense, surrogate, key, eot_samples, *, eager: bool)
 
 
 def runs_eagerly(row: Row) -> bool:
-    """AutoAttack rows run their attack outside jit, to attack only still-robust examples."""
-    return row.is_attack and attack_specs.kind(row.attack) == "ensemble"
+    """AutoAttack rows, and rows whose attack stops early (`pgd`'s `early_stop`), run their
+    attack outside jit, to attack only still-robust examples."""
+    if not row.is_attack:
+        return False
+    return (
+        attack_specs.stops_early_from_host(row.attack)
+        or attack_specs.kind(row.attack) == "ensemble"
+    )
 
 
 def adversarial_key(row: Row, defense: Defense, seed: int, data: str, batch_size: int):

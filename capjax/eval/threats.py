@@ -62,6 +62,18 @@ def check_threat(
             f"{'classifier' if threat == 'transfer' else 'defense'}) or drop the "
             f"{threat} rows."
         )
+    if attack_spec is not None and attack_specs.stops_early_from_host(attack_spec):
+        same = threat in ("undefended", "bpda") or (
+            threat == "end_to_end" and defense.differentiable_purify is None
+        )
+        if not same:
+            raise ConfigError(
+                f"early_stop stops attacking an example once the attacked model misclassifies "
+                f"it, which settles the row only where the attacked model is the scored one "
+                f'("undefended", "bpda", and "end_to_end" without a differentiable stand-in '
+                f'for the purifier); threat "{threat}" of {defense.name} scores another model. '
+                f"Drop early_stop from this row."
+            )
     if threat == "score_based" and attack_spec is not None:
         k = attack_specs.kind(attack_spec)
         if k not in ("score_based", "none"):

@@ -191,14 +191,19 @@ def rows_for(
     """
     if defense.purify is not None:
         return rows, {}
+
+    def attack_key(row):  # `early_stop` leaves every verdict of such a row as it is
+        attack = {k: v for k, v in dict(row.get("attack") or {}).items() if k != "early_stop"}
+        return json.dumps(attack, sort_keys=True)
+
     kept, same = {}, {}
     whitebox = {
-        json.dumps(row.get("attack"), sort_keys=True): row_id
+        attack_key(row): row_id
         for row_id, row in rows.items()
         if row["threat"] == "whitebox" and not row.get("after")
     }
     for row_id, row in rows.items():
-        twin = whitebox.get(json.dumps(row.get("attack"), sort_keys=True))
+        twin = whitebox.get(attack_key(row))
         if row.get("after") in same:
             kept[row_id] = {**row, "threat": "whitebox", "after": same[row["after"]]}
             continue

@@ -17,6 +17,7 @@ from capjax.cpu_devices import shard_over_devices
 
 apgd_module = importlib.import_module("capjax.attacks.apgd")
 fab_module = importlib.import_module("capjax.attacks.fab")
+gradient_module = importlib.import_module("capjax.attacks.gradient")
 
 
 class _Conv(nn.Module):
@@ -162,3 +163,38 @@ def test_a_batch_split_over_devices_gives_the_same_attack():
         attacks.apgd_t(fn, x, y, eps=4 / 255, **options),
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("pool", [False, True])
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_pgd_early_stop_keeps_the_verdict_and_the_unbroken_points(pool, restarts):
+    fn, x, y = _setup(pool)
+    kwargs = dict(eps=10 / 255, step_size=2 / 255, steps=25, restarts=restarts)
+    key = jax.random.key(3)
+    full = attacks.pgd(fn, x, y, key=key, **kwargs)
+    calls = []
+    program = gradient_module._pgd_chunk_program
+    spy = lambda *a, **k: calls.append(a[1].shape[0]) or program(*a, **k)  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gradient_module, "_pgd_chunk_program", spy)
+        early = attacks.pgd(fn, x, y, key=key, early_stop=True, **kwargs)
+    broken_full = np.asarray(jnp.argmax(fn(full), -1) != y)
+    broken_early = np.asarray(jnp.argmax(fn(early), -1) != y)
+    # The eps makes some examples fall and keeps others standing, so both parts are checked.
+    assert 0 < broken_full.sum() < len(y)
+    np.testing.assert_array_equal(broken_early, broken_full)
+    np.testing.assert_allclose(early[~broken_full], full[~broken_full], atol=1e-6)
+    assert float(jnp.max(jnp.abs(early - x))) <= 10 / 255 + 1e-6
+    # 3 chunks of at most 10 steps per run, and later chunks only on the unbroken rows
+    # (padded to a power of two).
+    assert len(calls) <= 3 * restarts and calls[0] == len(y)
+    assert min(calls) < len(y)
+
+
+def test_pgd_early_stop_changes_nothing_under_jit():
+    fn, x, y = _setup()
+    kwargs = dict(eps=3 / 255, step_size=0.5 / 255, steps=12, key=jax.random.key(3))
+    jitted = jax.jit(lambda z: attacks.pgd(fn, z, y, early_stop=True, **kwargs))(x)
+    np.testing.assert_allclose(jitted, attacks.pgd(fn, x, y, **kwargs), atol=1e-6)
+    with pytest.raises(ValueError, match="best_iterate"):
+        attacks.pgd(fn, x, y, early_stop=True, best_iterate=False, **kwargs)

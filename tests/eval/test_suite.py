@@ -11,6 +11,7 @@ import pytest
 
 from capjax import attack_specs
 from capjax.core import mesh as mesh_lib
+from capjax.core.errors import ConfigError
 from capjax.eval import sanity, suite
 from capjax.eval.defense import Defense
 from capjax.eval.suite import Row, RowResult, SuiteResult, run_suite
@@ -361,3 +362,30 @@ def test_after_must_name_an_earlier_attack_row_of_the_same_threat():
         with pytest.raises(ValueError, match="'after' must name an earlier attack row"):
             suite.parse_rows(rows)
     assert suite.parse_rows({"a": pgd, "b": {**pgd, "after": "a"}})["b"].after == "a"
+
+
+def test_early_stop_rows_run_outside_jit_and_keep_every_verdict(toy, tmp_path):
+    pgd = {"name": "pgd", "eps": 2 / 255, "step_size": 0.5 / 255, "steps": 25}
+    early = dict(pgd, early_stop=True)
+    rows = {
+        "end_to_end": {"threat": "end_to_end", "attack": pgd},
+        "bpda": {"threat": "bpda", "attack": pgd},
+        "end_to_end_early": {"threat": "end_to_end", "attack": early},
+        "bpda_early": {"threat": "bpda", "attack": early},
+    }
+    parsed = suite.parse_rows(rows)
+    assert suite.runs_eagerly(parsed["bpda_early"]) and not suite.runs_eagerly(parsed["bpda"])
+    identity = Defense("identity", toy.classifier, purify=lambda x, key: x)
+    result = run(rows, identity, toy, tmp_path, batch_size=32)
+    for row in ("end_to_end", "bpda"):
+        np.testing.assert_array_equal(result.rows[f"{row}_early"].correct, result.rows[row].correct)
+    assert 0.0 < result.rows["bpda_early"].accuracy < result.rows["bpda_early"].clean_accuracy
+    # Where the attacked model is not the scored one, stopping early would change the row.
+    for threat in ("whitebox", "transfer"):
+        with pytest.raises(ConfigError, match="early_stop"):
+            suite.parse_rows({"x": {"threat": threat, "attack": early}}, identity, identity)
+    approximated = Defense(
+        "approximated", toy.classifier, quantize, differentiable_purify=lambda x, key: x
+    )
+    with pytest.raises(ConfigError, match="differentiable stand-in"):
+        suite.parse_rows({"x": {"threat": "end_to_end", "attack": early}}, approximated)

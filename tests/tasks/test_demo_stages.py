@@ -24,7 +24,8 @@ def test_without_a_purifier_end_to_end_and_bpda_rows_are_the_whitebox_row():
         "clean": {"threat": "clean"},
         "whitebox_pgd": {"threat": "whitebox", "attack": PGD},
         "end_to_end_pgd": {"threat": "end_to_end", "attack": PGD},
-        "bpda_pgd": {"threat": "bpda", "attack": PGD},
+        # early_stop leaves every verdict of these rows as it is
+        "bpda_pgd": {"threat": "bpda", "attack": {**PGD, "early_stop": True}},
         "whitebox_aa": {"threat": "whitebox", "attack": AA},
         "end_to_end_aa": {"threat": "end_to_end", "attack": AA, "num_examples": 500},
         "end_to_end_other": {"threat": "end_to_end", "attack": {**PGD, "steps": 3}},

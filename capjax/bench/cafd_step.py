@@ -16,7 +16,7 @@ import time
 
 import jax
 
-from capjax.bench.purifier_step import purifier_step
+from capjax.bench.purifier_step import purifier_step, step_parser
 from capjax.bench.report import describe_device, median_seconds, print_table, traced_flops
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.core import mesh as mesh_lib
@@ -26,27 +26,12 @@ CIFAR10_TRAIN = 50_000
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m capjax.bench cafd",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--size",
-        choices=["smoke", "full"],
-        default="smoke",
-        help="smoke: the :smoke networks; full: VGG-19 target and full DUNET",
-    )
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument(
-        "--attack-steps",
-        type=int,
-        default=None,
-        help="CAFA iterations (default: 5 for smoke, 100 for full)",
-    )
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--repeats", type=int, default=5)
-    return parser.parse_args(argv)
+    return step_parser(
+        "cafd",
+        __doc__,
+        full="VGG-19 target and full DUNET",
+        attack_steps="CAFA iterations (default: 5 for smoke, 100 for full)",
+    ).parse_args(argv)
 
 
 def run(argv: list[str]) -> None:

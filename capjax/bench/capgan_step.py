@@ -29,28 +29,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax.bench.purifier_step import purifier_step
+from capjax.bench.purifier_step import purifier_step, step_parser
 from capjax.bench.report import describe_device, median_seconds, print_table
 from capjax.config_defaults import capgan_config, cpu_sized_capgan_loss, shrink_capgan_to_smoke
 from capjax.tasks import capgan_task as capgan_task
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m capjax.bench capgan",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = step_parser(
+        "capgan",
+        __doc__,
+        full="ResNet-18 target, 64-wide U-GAT-IT networks",
+        attack_steps="domain PGD steps",
     )
-    parser.add_argument(
-        "--size",
-        choices=["smoke", "full"],
-        default="smoke",
-        help="smoke: the :smoke networks; full: ResNet-18 target, 64-wide U-GAT-IT networks",
-    )
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--attack-steps", type=int, default=None, help="domain PGD steps")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--term-gradients",
         action="store_true",

@@ -4,6 +4,7 @@ the weights)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,27 @@ import numpy as np
 
 from capjax.core import mesh as mesh_lib
 from capjax.train import classifier as classifier_lib
+
+
+def step_parser(name: str, description: str, full: str, attack_steps: str):
+    """The options `bench cafd` and `bench capgan` share (`full`: what --size=full builds;
+    `attack_steps`: the help of --attack-steps); each adds its own."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m capjax.bench {name}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--size",
+        choices=["smoke", "full"],
+        default="smoke",
+        help=f"smoke: the :smoke networks; full: {full}",
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--attack-steps", type=int, default=None, help=attack_steps)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser
 
 
 @dataclasses.dataclass

@@ -16,8 +16,8 @@ import time
 
 import jax
 
+from capjax.bench.measure import describe_device, median_seconds, print_table, traced_flops
 from capjax.bench.purifier_step import purifier_step, step_parser
-from capjax.bench.report import describe_device, median_seconds, print_table, traced_flops
 from capjax.config_defaults import cafd_config, shrink_cafd_to_smoke
 from capjax.core import mesh as mesh_lib
 from capjax.tasks import cafd_task as cafd_task

@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax.bench.measure import describe_device, median_seconds, print_table
 from capjax.bench.purifier_step import purifier_step, step_parser
-from capjax.bench.report import describe_device, median_seconds, print_table
 from capjax.config_defaults import capgan_config, cpu_sized_capgan_loss, shrink_capgan_to_smoke
 from capjax.tasks import capgan_task as capgan_task
 

@@ -79,10 +79,9 @@ import numpy as np
 
 from capjax.attacks import pgd
 from capjax.attacks._common import cross_entropy
-from capjax.bench.attacks import gradient_baseline, peak_fraction
+from capjax.bench.attack_speed import gradient_baseline, peak_fraction
 from capjax.bench.compare_autoattack import bench_autoattack
-from capjax.bench.models import bench_classifier
-from capjax.bench.report import (
+from capjax.bench.measure import (
     Timing,
     batch_partitions,
     compile_timed,
@@ -91,6 +90,7 @@ from capjax.bench.report import (
     print_table,
     spread_over_devices,
 )
+from capjax.bench.user_models import bench_classifier
 from capjax.core.errors import ConfigError
 from capjax.cpu_devices import without_multithreaded_convolutions
 
@@ -125,7 +125,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--model",
         default="tiny",
         help="comma-separated classifiers; torchattacks needs a twin: tiny, resnet18, "
-        "resnet34, maxpool_cnn (a user-style CNN with nn.max_pool, capjax.bench.models)",
+        "resnet34, maxpool_cnn (a user-style CNN with nn.max_pool, capjax.bench.user_models)",
     )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument(

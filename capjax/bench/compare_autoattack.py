@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax.attacks import autoattack, flax_logits_fn, tiled_max_pool
-from capjax.bench.report import print_table
+from capjax.bench.measure import print_table
 from capjax.bench.torch_twins import checked_twin
 
 CLOSURE = "capjax (new closure per call)"

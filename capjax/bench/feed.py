@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from capjax.bench.report import describe_device, print_table
+from capjax.bench.measure import describe_device, print_table
 from capjax.core import mesh as mesh_lib
 from capjax.data import BatchIterator
 from capjax.train.feeds import device_feed_bytes, make_feed

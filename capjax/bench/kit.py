@@ -39,7 +39,7 @@ import time
 import traceback
 from typing import Any
 
-from capjax.bench import report, run_benchmark
+from capjax.bench import measure, run_benchmark
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +119,7 @@ def run_step(step: Step, quick: bool) -> dict[str, Any]:
     out = io.StringIO()
     start = time.perf_counter()
     error = None
-    with report.recording_tables() as tables, contextlib.redirect_stdout(out):
+    with measure.recording_tables() as tables, contextlib.redirect_stdout(out):
         try:
             run_benchmark(argv)
         except (Exception, SystemExit) as err:  # record it, go on with the next step
@@ -165,7 +165,7 @@ def write(out: str, results: dict[str, dict[str, Any]], device: str, quick: bool
 def run(argv: list[str]) -> None:
     args = parse(argv)
     by_name = {s.name: s for s in STEPS}
-    device = report.describe_device()
+    device = measure.describe_device()
     results = {}
     for name in args.steps:
         print(f"[kit] {name} ...", flush=True)

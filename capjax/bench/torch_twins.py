@@ -7,7 +7,7 @@ copied across (Flax NHWC/HWIO -> PyTorch NCHW/OIHW, Dense (in, out) -> Linear (o
 The twin takes (N, C, H, W) float32 images in [0, 1].
 
 Supported: `TinyCNN` (the "tiny" model), `ResNet` with `BasicBlock` (resnet18, resnet34) and
-the benchmarks' `MaxPoolCNN` ("maxpool_cnn", `capjax.bench.models`), float32 only. PyTorch
+the benchmarks' `MaxPoolCNN` ("maxpool_cnn", `capjax.bench.user_models`), float32 only. PyTorch
 is imported lazily: capjax itself never needs it, and this module is only imported by the
 compare benchmark (install with `pip install -e .[bench]`).
 """
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from capjax.bench.models import MaxPoolCNN
+from capjax.bench.user_models import MaxPoolCNN
 from capjax.core.errors import ConfigError
 from capjax.models.resnet import BasicBlock, ResNet
 from capjax.models.tiny import TinyCNN

@@ -64,7 +64,7 @@ def trained_model():
     the first 64 synthetic test images with their true labels."""
     import optax
 
-    from capjax.bench.models import MaxPoolCNN
+    from capjax.bench.user_models import MaxPoolCNN
     from capjax.data.dataset import load_dataset
 
     data = load_dataset("synthetic", num_train=2048, num_test=BATCH, seed=0)

@@ -1,6 +1,6 @@
 """`python -m capjax.bench attacks`, shrunk: the README's max-pool line runs."""
 
-from capjax.bench import attacks as bench_attacks
+from capjax.bench import attack_speed as bench_attacks
 
 
 def test_tiled_max_pool_line_runs(capsys):

@@ -4,8 +4,8 @@ import argparse
 
 import jax
 
-from capjax.bench import report
-from capjax.bench.attacks import GradientBaseline, peak_fraction
+from capjax.bench import measure
+from capjax.bench.attack_speed import GradientBaseline, peak_fraction
 
 
 def _fake_devices(kind: str, count: int):
@@ -14,11 +14,11 @@ def _fake_devices(kind: str, count: int):
 
 def test_bf16_peak_of_known_devices(monkeypatch):
     monkeypatch.setattr(jax, "devices", _fake_devices("NVIDIA H100 80GB HBM3", 2))
-    assert report.bf16_peak_flops() == 2 * 989e12
+    assert measure.bf16_peak_flops() == 2 * 989e12
     monkeypatch.setattr(jax, "devices", _fake_devices("NVIDIA H100 PCIe", 1))
-    assert report.bf16_peak_flops() == 756e12  # not the SXM figure
+    assert measure.bf16_peak_flops() == 756e12  # not the SXM figure
     monkeypatch.setattr(jax, "devices", _fake_devices("cpu", 2))
-    assert report.bf16_peak_flops() is None
+    assert measure.bf16_peak_flops() is None
 
 
 def test_peak_fraction_only_for_bfloat16_on_a_known_device(monkeypatch):

@@ -1,11 +1,11 @@
 """`python -m capjax.bench capgan --term-gradients`: each weighted generator term's gradient
 norm, under the weights asked for (issue #16)."""
 
-from capjax.bench import capgan_step, report
+from capjax.bench import capgan_step, measure
 
 
 def test_term_gradients_table_follows_the_weights(capsys):
-    with report.recording_tables() as tables:
+    with measure.recording_tables() as tables:
         capgan_step.run(
             ["--size", "smoke", "--batch", "8", "--term-gradients", "--weights", "paper"]
         )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from capjax.bench import compare, compare_autoattack
-from capjax.bench.models import bench_classifier
+from capjax.bench.user_models import bench_classifier
 from capjax.models import get_classifier
 
 

@@ -1,10 +1,10 @@
-"""`report.traced_flops`: 2 x multiply-adds of convolutions and matrix products, from the jaxpr."""
+"""`measure.traced_flops`: 2 x multiply-adds of convolutions and matrix products, from the jaxpr."""
 
 import jax
 import jax.numpy as jnp
 import pytest
 
-from capjax.bench.report import traced_flops
+from capjax.bench.measure import traced_flops
 
 
 def conv(x, k, stride=1):

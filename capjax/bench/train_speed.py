@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 
-from capjax.bench.report import describe_device, print_table, traced_flops
+from capjax.bench.measure import describe_device, print_table, traced_flops
 from capjax.config_defaults import classifier_config, data_config, model_config
 from capjax.core import mesh as mesh_lib
 from capjax.train.classifier import build_classifier, make_trainer

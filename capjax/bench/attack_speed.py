@@ -52,8 +52,7 @@ import numpy as np
 
 import capjax.attacks
 from capjax.attacks._common import cross_entropy
-from capjax.bench.models import TiledPoolModel, bench_classifier
-from capjax.bench.report import (
+from capjax.bench.measure import (
     bf16_peak_flops,
     compile_timed,
     describe_device,
@@ -62,6 +61,7 @@ from capjax.bench.report import (
     spread_over_devices,
     traced_flops,
 )
+from capjax.bench.user_models import TiledPoolModel, bench_classifier
 
 DEFAULT_ATTACKS = "fgsm,pgd10,mifgsm10,cw_l2,ddn"
 # Required options nobody set: the L-inf CIFAR threat model.
@@ -385,7 +385,7 @@ def eager_timings(fn, options, variables, x, y, key, model, repeats) -> tuple[fl
 
 def peak_fraction(baseline: GradientBaseline, seconds: float, grads: int, dtype: str) -> dict:
     """{"% bf16 peak": achieved / dense bf16 peak of the devices} for bfloat16 runs on a known
-    accelerator (`report.BF16_PEAK_TFLOPS`); {} otherwise. The FLOPs are `report.traced_flops`
+    accelerator (`measure.BF16_PEAK_TFLOPS`); {} otherwise. The FLOPs are `measure.traced_flops`
     of the forward + input gradient (about 2 forward passes) per gradient."""
     peak = bf16_peak_flops()
     if dtype != "bfloat16" or peak is None or not baseline.gradient_flops:

@@ -365,10 +365,14 @@ def host_loop(
     gradient = _summed_logits_gradient.trace(logits_fn, x, randomized=randomized).jaxpr.jaxpr
     if primitive_names(gradient) & set(WINDOWED_MAX_GRADIENTS):
         return HostLoop(((0, steps),), 1)
-    chunks = tuple(
+    return HostLoop(host_chunks(steps), HOST_LOOP_CHUNK)
+
+
+def host_chunks(steps: int) -> tuple[tuple[int, int], ...]:
+    """`steps` iterations as (first iteration, length) chunks of `HOST_LOOP_CHUNK`."""
+    return tuple(
         (first, min(HOST_LOOP_CHUNK, steps - first)) for first in range(0, steps, HOST_LOOP_CHUNK)
     )
-    return HostLoop(chunks, HOST_LOOP_CHUNK)
 
 
 def run_chunk(body: Callable[[Any, Any], Any], state: Any, first: Any, length: int, unroll: int):

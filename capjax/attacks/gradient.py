@@ -29,6 +29,7 @@ from capjax.attacks._common import (
     attack_objective,
     check_attack_inputs,
     check_nonnegative,
+    host_chunks,
     host_loop,
     input_gradient,
     input_gradient_with_aux,
@@ -211,7 +212,7 @@ def _set_rows(full: Any, rows: np.ndarray | None, part: Any) -> Any:
 def _pgd_stopping_early(
     logits_fn, x, y, starts, loop, *, eps, step_size, norm, loss, targeted
 ) -> jax.Array:
-    """PGD's runs (one per start in `starts`, a callable r -> x_start) with their steps driven
+    """PGD's runs (one per callable in `starts`, each returning its x_start) with their steps driven
     from the host in chunks of `loop`, each chunk on the examples no step has broken yet.
 
     Every example's steps depend only on its own row, so an unbroken example follows the
@@ -253,10 +254,7 @@ def _early_stop_loop(logits_fn, x, steps: int, inputs: Any):
     loop = host_loop(steps, logits_fn, x, inputs=inputs)
     if loop is None or len(loop.chunks) > 1 or steps <= HOST_LOOP_CHUNK:
         return loop
-    chunks = tuple(
-        (first, min(HOST_LOOP_CHUNK, steps - first)) for first in range(0, steps, HOST_LOOP_CHUNK)
-    )
-    return loop._replace(chunks=chunks)
+    return loop._replace(chunks=host_chunks(steps))
 
 
 def fgsm(

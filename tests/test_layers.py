@@ -98,3 +98,18 @@ def test_the_bottom_layer_imports_no_other_capjax_package():
     for importer, imported in arrows():
         if layer_of(importer)[1] == 0:
             assert layer_of(imported)[1] == 0, (importer, imported)
+
+
+def test_no_two_modules_share_a_file_name():
+    """A name says which module it is: no `capgan.py` in four packages, no two `registry.py`."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for folder, _, files in os.walk(os.path.join(ROOT, "capjax")):
+        for name in files:
+            if not name.endswith(".py") or name == "__init__.py":
+                continue
+            path = os.path.relpath(os.path.join(folder, name), ROOT)
+            if name in seen:
+                clashes.append((seen[name], path))
+            seen.setdefault(name, path)
+    assert not clashes, f"modules sharing a file name: {clashes}"

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from capjax.core import mesh as mesh_lib
-from capjax.models.registry import get_classifier
+from capjax.models.zoo import get_classifier
 from capjax.run_once import run_once
 
 

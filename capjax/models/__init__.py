@@ -15,7 +15,7 @@ from capjax.models.capgan_nets import (
     MultiScaleDiscriminator,
     attention_features,
 )
-from capjax.models.registry import classifier_names, get_classifier, register_classifier
+from capjax.models.zoo import classifier_names, get_classifier, register_classifier
 
 __all__ = [
     "AttentionDiscriminator",

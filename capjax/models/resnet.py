@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from capjax.models.layers import Dtype, batch_norm, classifier_head, conv, normalize
-from capjax.models.registry import register_classifier
+from capjax.models.zoo import register_classifier
 
 
 class BasicBlock(nn.Module):

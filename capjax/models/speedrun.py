@@ -38,7 +38,7 @@ import numpy as np
 
 from capjax.core.errors import ConfigError
 from capjax.models.layers import CONV_INIT, batch_norm, classifier_head, normalize, pool2x2
-from capjax.models.registry import register_classifier
+from capjax.models.zoo import register_classifier
 
 WHITEN_PATCH = 2
 # The frozen whitening kernel's parameter name: `capjax.train.optim` leaves parameters named

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from capjax.models.layers import batch_norm, classifier_head, normalize
-from capjax.models.registry import register_classifier
+from capjax.models.zoo import register_classifier
 
 
 class TinyCNN(nn.Module):

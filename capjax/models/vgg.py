@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from capjax.core.errors import ConfigError
 from capjax.models.layers import batch_norm, classifier_head, conv, normalize, pool2x2
-from capjax.models.registry import register_classifier
+from capjax.models.zoo import register_classifier
 
 # Channel counts of the conv layers, "M" a 2x2 pool; the last "M" of the paper's configs is
 # left out (see the module docstring).

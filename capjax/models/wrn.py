@@ -16,8 +16,8 @@ import jax.numpy as jnp
 
 from capjax.core.errors import ConfigError
 from capjax.models.layers import classifier_head, normalize
-from capjax.models.registry import register_classifier
 from capjax.models.resnet import preact_trunk
+from capjax.models.zoo import register_classifier
 
 
 class WideResNet(nn.Module):

@@ -1,4 +1,4 @@
-"""Name -> classifier constructor registry, so configs choose models by name."""
+"""The classifier zoo: name -> constructor, so configs choose models by name."""
 
 from __future__ import annotations
 

@@ -113,22 +113,25 @@ def _model_key(key: jax.Array, salt: int) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(base, 0x72616E64), salt)
 
 
-def _gathered_step(run, verdict, x, y, keys, x_adv, robust, salt):
-    """Attacks the still-robust examples only (host gather); returns (x_adv, robust)."""
+def _gathered_step(run, verdict, x, y, keys, x_adv, robust, salt, batch_size=None):
+    """Attacks the still-robust examples only (host gather), at most `batch_size` per call;
+    returns (x_adv, robust)."""
     idx = np.flatnonzero(np.asarray(robust))
-    if idx.size == 0:
-        return x_adv, robust
-    # Pad with copies of one example so that batch sizes, hence compilations, stay few.
-    rows = padded_rows(idx, x.shape[0])
-    # Finished before the verdict's ops are dispatched: with the batch sharded over several
-    # CPU devices, an attack program still running beside newly dispatched eager ops twice
-    # left XLA:CPU's devices waiting for each other at an all-reduce, for good (the cifar_cpu
-    # white-box AutoAttack on 2,000 images; 500 had run three times without it).
-    # take_rows keeps a batch split over devices split (else each device attacks all rows).
-    out = jax.block_until_ready(run(*take_rows((x, y, keys), rows)))
-    broken = np.asarray(~verdict(out, y[rows], salt))[: idx.size]
-    x_adv = x_adv.at[idx[broken]].set(out[: idx.size][broken])
-    return x_adv, robust.at[idx[broken]].set(False)
+    for start in range(0, idx.size, batch_size or max(idx.size, 1)):
+        part = idx[start : start + (batch_size or idx.size)]
+        # Pad with copies of one example so that batch sizes, hence compilations, stay few.
+        rows = padded_rows(part, min(x.shape[0], batch_size or x.shape[0]))
+        # Finished before the verdict's ops are dispatched: with the batch sharded over
+        # several CPU devices, an attack program still running beside newly dispatched eager
+        # ops twice left XLA:CPU's devices waiting for each other at an all-reduce, for good
+        # (the cifar_cpu white-box AutoAttack on 2,000 images; 500 had run three times
+        # without it). take_rows keeps a batch split over devices split (else each device
+        # attacks all rows).
+        out = jax.block_until_ready(run(*take_rows((x, y, keys), rows)))
+        broken = np.asarray(~verdict(out, y[rows], salt))[: part.size]
+        x_adv = x_adv.at[part[broken]].set(out[: part.size][broken])
+        robust = robust.at[part[broken]].set(False)
+    return x_adv, robust
 
 
 def _full_batch_step(run, verdict, x, y, keys, x_adv, robust, salt):
@@ -162,6 +165,7 @@ def autoattack(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     gather_robust: bool | None = None,
     unroll: bool | int | None = None,
+    batch_size: int | None = None,
     validate: bool = True,
     return_details: bool = False,
 ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
@@ -182,6 +186,10 @@ def autoattack(
       gather_robust: attack only the still-robust examples, gathered on the host between
         components (None: when x is concrete, i.e. outside jit).
       unroll: loop unrolling for the gradient-based components, see `attack_loop`.
+      batch_size: attack at most this many examples per component call (None: all the
+        still-robust ones at once). Peak memory follows the largest call, so this bounds it
+        for a large x; each example's result is the same, since its randomness comes from
+        its own key. Only with the gather mode (outside jit).
       validate: check input values (outside jit).
       return_details: also return a dict of (N,) bool masks: "clean" (correctly classified)
         and, per component in order, the examples still robust after it (robust before it
@@ -230,16 +238,25 @@ def autoattack(
         gather_robust = not is_traced(robust)
     elif gather_robust and is_traced(robust):
         raise ValueError("gather_robust=True needs concrete values; under jit pass False.")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, not {batch_size!r}.")
+        if not gather_robust:
+            raise ValueError(
+                "batch_size needs the gather mode (outside jit, gather_robust not False)."
+            )
     x_adv = x
     details = {"clean": robust}
     step = _gathered_step if gather_robust else _full_batch_step
+    extra = {"batch_size": batch_size} if gather_robust else {}
     for name in names:
 
         def run(xs, ys, ks, name=name):
             return _run_component(name, logits_fn, xs, ys, ks, eps, norm, settings[name], unroll)
 
         keys = _component_keys(key, n, name)
-        x_adv, robust = step(run, verdict, x, y, keys, x_adv, robust, 1 + COMPONENTS.index(name))
+        salt = 1 + COMPONENTS.index(name)
+        x_adv, robust = step(run, verdict, x, y, keys, x_adv, robust, salt, **extra)
         details[name] = robust
     return (x_adv, details) if return_details else x_adv
 

@@ -100,6 +100,20 @@ def test_robust_mask_is_the_intersection_of_the_components(data, runs):
     assert float(jnp.abs(x_adv - x).max()) <= np.float32(EPS)
 
 
+def test_batch_size_attacks_in_parts_with_the_same_result(data, runs):
+    """Five examples per call (the last part padded) give every example what one call gives:
+    each example's randomness is its own."""
+    clf, x, y = data
+    x_adv, details = autoattack(
+        clf.logits_fn, x, y, eps=EPS, key=KEY, options=OPTIONS, batch_size=5,
+        return_details=True,
+    )  # fmt: skip
+    whole_adv, whole = runs[True]
+    for name in whole:
+        np.testing.assert_array_equal(details[name], whole[name], err_msg=name)
+    np.testing.assert_allclose(x_adv, whole_adv, atol=1e-6)
+
+
 def test_eps_zero_returns_x_and_clean_accuracy(data):
     clf, x, y = data
     x_adv, details = autoattack(
@@ -153,6 +167,8 @@ def test_rand_version_with_a_randomized_defense(data):
         ({"options": {"squares": {}}}, "Unknown AutoAttack"),
         ({"key": None}, "key"),
         ({"eps": 8.0}, "did you mean"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 8, "gather_robust": False}, "gather mode"),
     ],
 )
 def test_bad_inputs_raise(data, kwargs, message):

@@ -16,11 +16,12 @@ Variants (comma-separated after the colon):
   for the tests (the target stage: seconds; the whole config: about 3.5 minutes).
 
 Target: the `speedrun` CNN (`capjax.models.speedrun`, airbench's layout) at CPU widths
-(stem 24, blocks 32, 96, 128: 0.39 M parameters), trained with the speed-run recipe: SGD with
-Nesterov momentum, one epoch of linear warm-up then a linear decay to zero, peak learning
-rate 0.4, label smoothing 0.2, batch 256, crops with 2-pixel padding and flips, 8 epochs.
-Chosen on the validation split from 48 runs on a lent GPU (docs/cifar_cpu.md): the cheapest
-setting whose two seeds average 85% there (84.9% and 85.1%), about 17 minutes of CPU.
+(stem 24, blocks 32, 128, 128), trained with the speed-run recipe: SGD with Nesterov
+momentum, one epoch of linear warm-up then a linear decay to zero, peak learning rate 0.4,
+label smoothing 0.2, batch 256, crops with 2-pixel padding and flips, 9 epochs. Chosen on the
+validation split: 48 runs on a lent GPU picked the widths (32, 128, 128 at 8 epochs: 85.6%
+and 85.1% there), and on the CPU 9 epochs of it reached 85.68% where the previous 32, 96, 128
+at 8 epochs reached 84.38% and scored 84.60% on the test set (docs/cifar_cpu.md).
 
 Purifiers: CAFD with a narrow DUNET trained with CAFA-10 over 30,720 training images once;
 CAP-GAN at base width 16 on the first 10,000 images twice. Tuning runs on the validation
@@ -60,13 +61,13 @@ def target_model() -> ml_collections.ConfigDict:
     model = model_config("speedrun")
     model.mean = CIFAR_MEAN
     model.std = CIFAR_STD
-    model.kwargs = {"stem_width": 24, "stem": "conv", "stem_stride": 1, "widths": (32, 96, 128)}
+    model.kwargs = {"stem_width": 24, "stem": "conv", "stem_stride": 1, "widths": (32, 128, 128)}
     return model
 
 
 def target_train() -> ml_collections.ConfigDict:
     return train_config(
-        epochs=8,
+        epochs=9,
         batch_size=256,
         eval_batch_size=1000,
         optimizer="sgd",

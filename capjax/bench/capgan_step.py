@@ -123,7 +123,7 @@ def run(argv: list[str]) -> None:
     key, step = bench.key, bench.step
     if args.term_gradients:
         x = batch["image"].astype(jnp.float32) / 255
-        x_adv = jax.jit(trainer.craft_domain)(state.target_variables, x, batch["label"], key)
+        x_adv = jax.jit(trainer.craft)(state.target_variables, x, batch["label"], key)
         w = trainer.weights
         print(describe_device())
         print(
@@ -140,9 +140,7 @@ def run(argv: list[str]) -> None:
     def x_of(b):
         return b["image"].astype(jnp.float32) / 255
 
-    attack = jax.jit(
-        lambda s, b, k: trainer.craft_domain(s.target_variables, x_of(b), b["label"], k)
-    )
+    attack = jax.jit(lambda s, b, k: trainer.craft(s.target_variables, x_of(b), b["label"], k))
     x_adv = attack(state, batch, key)
 
     def d_update(s, x, x_adv):

@@ -28,9 +28,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax import attack_specs
 from capjax.core.errors import ConfigError
-from capjax.defenses.purifier_parts import TRAINING_ATTACKS, make_purify, training_batch
+from capjax.defenses.purifier_parts import (
+    CraftsAgainstFrozenTarget,
+    make_purify,
+    training_batch,
+)
 
 DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 # The paper's loss weights (xi1, xi2).
@@ -93,7 +96,7 @@ class APEGANState:
 
 
 @dataclasses.dataclass
-class APEGANTrainer:
+class APEGANTrainer(CraftsAgainstFrozenTarget):
     """The pure pieces of APE-GAN training, for the generic loop and for tests.
 
     Attributes:
@@ -107,6 +110,8 @@ class APEGANTrainer:
       attack: the training examples' attack, {"name": "pgd"|"fgsm"|"cw", options...}.
       unroll: the attack's loop unrolling.
     """
+
+    CONFIG_FIELD = "apegan.attack"
 
     generator: nn.Module
     discriminator: nn.Module
@@ -144,21 +149,6 @@ class APEGANTrainer:
             discriminator_opt_state=self.discriminator_tx.init(d_vars["params"]),
             target_variables=self.target_variables,
         )
-
-    def classify(self, target_variables: Any, x: jax.Array) -> jax.Array:
-        """f(x) in eval mode with frozen variables (no gradient reaches f)."""
-        return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
-
-    def training_attack(self) -> attack_specs.AttackFn:
-        """The configured attack, checked (ValueError on a bad spec)."""
-        return attack_specs.training_attack(
-            self.attack, "apegan.attack", names=TRAINING_ATTACKS, unroll=self.unroll
-        )
-
-    def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
-        """The training examples: the configured attack against f, as constants."""
-        logits_fn = lambda v: self.classify(target_variables, v)  # noqa: E731
-        return self.training_attack()(logits_fn, x, y, key)
 
     def generate(self, params: Any, batch_stats: Any, x_adv: jax.Array):
         """G(x_adv) in train mode: (x_hat, updated batch_stats)."""

@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax import attack_specs
 from capjax.core.errors import ConfigError
-from capjax.defenses.purifier_parts import training_batch
+from capjax.defenses.purifier_parts import CraftsAgainstFrozenTarget, training_batch
 
 COMBINES = ("alpha", "sum")
 DOMAIN_ATTACKS = ("pgd", "fgsm", "mifgsm")
@@ -187,7 +186,7 @@ def make_purify(generator: nn.Module, params: Any) -> Callable[[jax.Array], jax.
 
 
 @dataclasses.dataclass
-class CAPGANTrainer:
+class CAPGANTrainer(CraftsAgainstFrozenTarget):
     """The pure pieces of CAP-GAN training, for the generic loop and for tests.
 
     Attributes:
@@ -204,6 +203,10 @@ class CAPGANTrainer:
       unroll: the domain attack's loop unrolling.
     """
 
+    ATTACK_FIELD = "domain_attack"
+    CONFIG_FIELD = "capgan.domain.attack"
+    ATTACK_NAMES = DOMAIN_ATTACKS
+
     generator: nn.Module
     discriminator: nn.Module
     target: nn.Module
@@ -218,7 +221,7 @@ class CAPGANTrainer:
     unroll: bool | int | None = None
 
     def __post_init__(self):
-        self.domain_attack_fn()
+        self.training_attack()
 
     # -- networks ---------------------------------------------------------------------------
 
@@ -258,21 +261,6 @@ class CAPGANTrainer:
             variables, x, update_stats=True, mutable=["batch_stats"]
         )
         return outputs, updates.get("batch_stats", stats)
-
-    def classify(self, target_variables: Any, x: jax.Array) -> jax.Array:
-        """f(x) in eval mode with frozen variables (no gradient reaches f)."""
-        return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
-
-    def domain_attack_fn(self) -> attack_specs.AttackFn:
-        """The attack that crafts domain A, checked (ValueError on a bad spec)."""
-        return attack_specs.training_attack(
-            self.domain_attack, "capgan.domain.attack", names=DOMAIN_ATTACKS, unroll=self.unroll
-        )
-
-    def craft_domain(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
-        """Domain A: adversarial examples of x against f, constants for the step."""
-        logits_fn = lambda v: self.classify(target_variables, v)  # noqa: E731
-        return self.domain_attack_fn()(logits_fn, x, y, key)
 
     # -- losses -----------------------------------------------------------------------------
 
@@ -389,7 +377,7 @@ class CAPGANTrainer:
         """
         x, labels = training_batch(batch)
         target_variables = state.target_variables
-        x_adv = self.craft_domain(target_variables, x, labels, key)
+        x_adv = self.craft(target_variables, x, labels, key)
 
         d_grad_fn = jax.value_and_grad(self.discriminator_losses, has_aux=True)
         (d_loss, (d_terms, d_stats)), d_grads = d_grad_fn(

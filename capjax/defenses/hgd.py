@@ -30,10 +30,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from capjax import attack_specs
 from capjax.core.errors import ConfigError
 from capjax.defenses.purifier_parts import (
-    TRAINING_ATTACKS,
+    CraftsAgainstFrozenTarget,
     TargetFn,
     frozen_target_fn,
     make_purify,
@@ -84,7 +83,7 @@ class HGDState:
 
 
 @dataclasses.dataclass
-class HGDTrainer:
+class HGDTrainer(CraftsAgainstFrozenTarget):
     """The pure pieces of HGD training, for the generic loop and for tests.
 
     Attributes:
@@ -97,6 +96,8 @@ class HGDTrainer:
       attack: the training examples' attack, {"name": "pgd"|"fgsm"|"cw", options...}.
       unroll: the attack's loop unrolling (`capjax.attacks._common.attack_loop`).
     """
+
+    CONFIG_FIELD = "hgd.attack"
 
     denoiser: nn.Module
     target: nn.Module
@@ -126,20 +127,6 @@ class HGDTrainer:
     def target_fn(self, target_variables: Any) -> TargetFn:
         """x -> (logits, features) of f in eval mode, behind stop_gradient."""
         return frozen_target_fn(self.target, target_variables)
-
-    def training_attack(self) -> attack_specs.AttackFn:
-        """The configured attack, checked (ValueError on a bad spec)."""
-        return attack_specs.training_attack(
-            self.attack, "hgd.attack", names=TRAINING_ATTACKS, unroll=self.unroll
-        )
-
-    def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
-        """The training examples: the configured attack against f, as constants."""
-
-        def logits_fn(v):
-            return self.target_fn(target_variables)(v)[0]
-
-        return self.training_attack()(logits_fn, x, y, key)
 
     def denoiser_loss(self, params, batch_stats, target_variables, x_adv, x):
         """(HGD loss of C(x_adv) against x, (x_hat, updated batch_stats)); C in train mode."""

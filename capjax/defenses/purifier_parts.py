@@ -1,15 +1,17 @@
-"""Parts every trained purifier shares: the frozen target classifier it trains against, and
-the trained network as a purify function (CAFD, HGD and APE-GAN use them)."""
+"""Parts every trained purifier shares: the frozen target classifier it trains against, the
+attack that crafts its training examples against that target, and the trained network as a
+purify function (CAFD, HGD, APE-GAN and CAP-GAN use them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from capjax import attack_specs
 from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 
@@ -107,3 +109,31 @@ def training_batch(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     if images.ndim != 4:
         raise ConfigError(f"batch['image'] must be (N, H, W, C), got {tuple(images.shape)}.")
     return data_lib.to_float(images), batch["label"]
+
+
+class CraftsAgainstFrozenTarget:
+    """The target f and the training attack of a purifier's trainer (HGD, APE-GAN, CAP-GAN).
+
+    A trainer dataclass mixes this in and has the fields `target`, `unroll` and the attack
+    spec named by `ATTACK_FIELD` (`attack`, or CAP-GAN's `domain_attack`); `CONFIG_FIELD`
+    names the config field in error messages and `ATTACK_NAMES` the attacks it allows.
+    """
+
+    ATTACK_FIELD: ClassVar[str] = "attack"
+    CONFIG_FIELD: ClassVar[str]
+    ATTACK_NAMES: ClassVar[tuple[str, ...]] = TRAINING_ATTACKS
+
+    def classify(self, target_variables: Any, x: jax.Array) -> jax.Array:
+        """f(x) in eval mode with frozen variables (no gradient reaches f)."""
+        return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
+
+    def training_attack(self) -> attack_specs.AttackFn:
+        """The configured attack, checked (ValueError on a bad spec)."""
+        spec: Mapping[str, Any] = getattr(self, self.ATTACK_FIELD)
+        return attack_specs.training_attack(
+            spec, self.CONFIG_FIELD, names=self.ATTACK_NAMES, unroll=self.unroll
+        )
+
+    def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
+        """The training examples: the configured attack against f, as constants."""
+        return self.training_attack()(lambda v: self.classify(target_variables, v), x, y, key)

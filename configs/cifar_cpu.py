@@ -252,9 +252,9 @@ def whole_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
                 "cafd": cafd.cafd,
                 "train": cafd.train,
                 "target": cafd.target,
-                # 240 steps of 128 (30,720 images) fit issue #15's 15 minutes behind the
-                # 32-96-128 target: 273 steps (35,000 images) took 16 min 28 s there (3.3-4.0 s
-                # per step), against 2.0-2.4 s per step behind the narrower 32-64-128 target.
+                # 240 steps of 128 (30,720 images) fit issue #15's 15 minutes: 11 min 30 s
+                # behind the 32-128-128 target (2.2-2.9 s per step); 273 steps took
+                # 16 min 28 s on a slower day behind the 32-96-128 one.
                 "train_examples": 256 if smoke else 30_720,
             },
             "capgan": {

@@ -19,12 +19,13 @@ BENCHMARKS = {
     "compare": "capjax's PGD against torchattacks and foolbox on the same model",
     "feed": "input cost per training step: host-gathered batches against data kept on device",
     "kit": "every GPU figure in one command (--quick: the same steps at CPU-test sizes)",
+    "autoattack_memory": "peak memory of one AutoAttack call on a max-pool CNN",
 }
 
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
-        lines = [f"  {name:<10} {what}" for name, what in BENCHMARKS.items()]
+        lines = [f"  {name:<18} {what}" for name, what in BENCHMARKS.items()]
         print("usage: python -m capjax.bench <benchmark> [options]\n\nbenchmarks:")
         print("\n".join(lines))
         if argv and argv[0] not in ("-h", "--help"):

@@ -1,4 +1,5 @@
-"""`python -m capjax.bench autoattack_memory` at a tiny size: it runs and reports figures."""
+"""`python -m capjax.bench autoattack_memory` at a tiny size: it runs and reports figures; and
+the command lists every benchmark module."""
 
 from __future__ import annotations
 
@@ -19,3 +20,23 @@ def test_reports_wall_robust_accuracy_and_peak_memory(tmp_path, capsys):
     robust = list(result["robust_accuracy"].values())
     assert list(result["robust_accuracy"]) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
     assert robust == sorted(robust, reverse=True)  # each component keeps or breaks more
+
+
+def test_every_benchmark_module_is_listed_in_the_command():
+    """`python -m capjax.bench NAME` lists and accepts only `BENCHMARKS`: a module with a
+    `run(argv)` that is not there cannot be run from the command line."""
+    import os
+
+    from capjax.bench import MODULES
+    from capjax.bench.__main__ import BENCHMARKS
+
+    folder = os.path.dirname(os.path.abspath(run_benchmark.__code__.co_filename))
+    runnable = set()
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            if "\ndef run(argv" in f.read():
+                runnable.add(name[:-3])
+    listed = {MODULES.get(name, name) for name in BENCHMARKS}
+    assert runnable == listed, (runnable - listed, listed - runnable)

@@ -19,7 +19,9 @@ subgradients, and ties do not occur for real-valued activations in practice).
 
 The result is a `jax.tree_util.Partial` whose leaves are those of `logits_fn` (when it is a
 Partial, as `flax_logits_fn`'s is), so a second attack call still reuses the compiled program.
-Measured speed-ups are in docs/benchmarks.md.
+A model with no tiling pool is called as it is (the rewrite only inspects its jaxpr), and
+wrapping twice is wrapping once. `flax_logits_fn` applies the rewrite unless it is given
+`fast_max_pool=False`. Measured speed-ups are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _CALLS = ("jit", "pjit", "closed_call")
 
 def tiled_max_pool(logits_fn: Callable[..., Any]) -> jax.tree_util.Partial:
     """`logits_fn` with its tiling max pools computed as reshape + max (module docstring)."""
+    if isinstance(logits_fn, jax.tree_util.Partial) and logits_fn.func is _call_tiled:
+        return logits_fn
     if not isinstance(logits_fn, jax.tree_util.Partial):
         logits_fn = jax.tree_util.Partial(logits_fn)
     return jax.tree_util.Partial(_call_tiled, logits_fn)
@@ -49,6 +53,8 @@ def _call_tiled(fn: jax.tree_util.Partial, *args):
         return jax.tree_util.tree_unflatten(treedef, leaves)(*args)
 
     closed, out_shape = jax.make_jaxpr(flat_call, return_shape=True)(leaves, *args)
+    if not _has_tiling_pool(closed.jaxpr):
+        return fn(*args)  # nothing to rewrite: the model runs exactly as written
     flat_in = jax.tree_util.tree_leaves((leaves, args))
     out = _eval(closed.jaxpr, closed.consts, flat_in)
     return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(out_shape), out)
@@ -82,6 +88,17 @@ def _eval(jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         for var, value in zip(eqn.outvars, outvals, strict=True):
             env[var] = value
     return [read(v) for v in jaxpr.outvars]
+
+
+def _has_tiling_pool(jaxpr) -> bool:
+    """Whether `_eval` would rewrite any equation of `jaxpr` (or of the calls it enters)."""
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "reduce_window_max" and _tiles(eqn.params):
+            return True
+        if name in _CALLS and "jaxpr" in eqn.params and _has_tiling_pool(eqn.params["jaxpr"].jaxpr):
+            return True
+    return False
 
 
 def _tiles(params: dict[str, Any]) -> bool:

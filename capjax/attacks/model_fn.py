@@ -15,6 +15,13 @@ shapes (the same model with the same or new weights) reuses the compiled program
     x_adv = attacks.autoattack(logits_fn, x, y, eps=8 / 255, key=key)
 
 Any `jax.tree_util.Partial(fn, *arrays)` with a long-lived `fn` works the same way.
+
+The model's tiling max pools (`nn.max_pool` with window == stride, no padding: the usual 2x2
+pool) are differentiated as reshape + max (`attacks.tiled_max_pool`): the same logits, the
+same input gradient except at exact ties inside a window, and on XLA:CPU several times faster
+than the select-and-scatter that `nn.max_pool`'s own gradient is (docs/benchmarks.md).
+`fast_max_pool=False` keeps the model's own gradient. A model without such pools runs as
+written either way.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+
+from capjax.attacks.fast_pool import tiled_max_pool
 
 
 @functools.lru_cache(maxsize=64)
@@ -36,15 +45,20 @@ def _apply(model: Any, apply_kwargs: tuple[tuple[str, Any], ...]) -> Callable:
     return apply
 
 
-def flax_logits_fn(model: Any, variables: Any, **apply_kwargs: Any) -> jax.tree_util.Partial:
+def flax_logits_fn(
+    model: Any, variables: Any, *, fast_max_pool: bool = True, **apply_kwargs: Any
+) -> jax.tree_util.Partial:
     """`x -> model.apply(variables, x, **apply_kwargs)` as a pytree whose leaves are `variables`.
 
     Args:
       model: a Flax linen module (hashable: its fields must be hashable, as linen's are).
       variables: its variables, e.g. {"params": ..., "batch_stats": ...}.
+      fast_max_pool: differentiate tiling max pools as reshape + max (`tiled_max_pool`;
+        module docstring). False keeps `nn.max_pool`'s select-and-scatter gradient.
       **apply_kwargs: static keyword arguments of `apply`, e.g. train=False.
     """
-    return jax.tree_util.Partial(_apply(model, tuple(sorted(apply_kwargs.items()))), variables)
+    fn = jax.tree_util.Partial(_apply(model, tuple(sorted(apply_kwargs.items()))), variables)
+    return tiled_max_pool(fn) if fast_max_pool else fn
 
 
 __all__ = ["flax_logits_fn"]

@@ -355,14 +355,16 @@ def bench_attack(name, fn, options, variables, x, y, key, model, args, baseline,
 
 def eager_timings(fn, options, variables, x, y, key, model, repeats) -> tuple[float, float]:
     """(first call - steady call, steady call) seconds of `fn` called outside jit on the
-    model as a `flax_logits_fn` Partial (through `tiled_max_pool` for a `TiledPoolModel`),
+    model as a `flax_logits_fn` Partial (through `tiled_max_pool` for a `TiledPoolModel` only),
     so that a later call reuses the programs the first one compiled."""
-    from capjax.attacks import flax_logits_fn, tiled_max_pool
+    from capjax.attacks import flax_logits_fn
 
-    if isinstance(model, TiledPoolModel):
-        logits_fn = tiled_max_pool(flax_logits_fn(model.model, variables, train=False))
-    else:
-        logits_fn = flax_logits_fn(model, variables, train=False)
+    # The model as written (nn.max_pool's own gradient) unless --tiled-max-pool asks for the
+    # rewrite that flax_logits_fn applies by default.
+    tiled = isinstance(model, TiledPoolModel)
+    logits_fn = flax_logits_fn(
+        model.model if tiled else model, variables, train=False, fast_max_pool=tiled
+    )
     params = inspect.signature(fn).parameters
     positional = (x, y) if "y" in params else (x,)
     extra = {"key": key} if "key" in params else {}

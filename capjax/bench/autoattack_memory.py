@@ -15,7 +15,8 @@ component, and the process's peak resident memory before and after the call
 XLA:CPU the gradient attacks run as programs of at most 10 steps driven from the host, so
 their memory does not depend on the step count and the short call shows the same peak in a
 fraction of the time (its robust accuracy is a weaker attack's). `--tiled-max-pool` runs
-the model through `attacks.tiled_max_pool`.
+the model through `attacks.tiled_max_pool` (flax_logits_fn's default); without it the model's
+own `nn.max_pool` gradient is measured.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 import jax
 import numpy as np
 
-from capjax.attacks import autoattack, flax_logits_fn, tiled_max_pool
+from capjax.attacks import autoattack, flax_logits_fn
 from capjax.bench.compare import build_model
 from capjax.bench.measure import spread_over_devices
 
@@ -59,9 +60,7 @@ def measure(
     peak memory of the process before and after."""
     model, variables, x, y = build_model(model_name, 10, images)
     x, y = spread_over_devices(x, y)
-    logits_fn = flax_logits_fn(model, variables)
-    if tiled:
-        logits_fn = tiled_max_pool(logits_fn)
+    logits_fn = flax_logits_fn(model, variables, fast_max_pool=tiled)
     before = peak_rss_gb()
     start = time.perf_counter()
     _, details = autoattack(

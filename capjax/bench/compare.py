@@ -148,10 +148,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "(it compiles on every call)",
     )
     parser.add_argument(
-        "--tiled-max-pool",
+        "--exact-max-pool",
         action="store_true",
-        help="autoattack: add a row of capjax with the model through attacks.tiled_max_pool "
-        "(its 2x2 max pools as reshape + max)",
+        help="autoattack: add a row of capjax with flax_logits_fn(..., fast_max_pool=False), "
+        "nn.max_pool's own select-and-scatter gradient (the default rewrites tiling pools "
+        "as reshape + max)",
     )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps k")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per library")
@@ -543,7 +544,7 @@ def run(argv: list[str]) -> None:
                 peers,
                 torch_device,
                 closure_row=not args.skip_closure,
-                tiled_row=args.tiled_max_pool,
+                exact_row=args.exact_max_pool,
             )
         else:
             bench_model(name, args, peers)

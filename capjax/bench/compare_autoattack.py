@@ -15,9 +15,11 @@ built with 100 iterations (`torchattacks_standard`).
 Each library is called twice on the same batch: the first call's wall time includes
 capjax's tracing and compilation (torch has none, but its first call warms cuDNN), the second
 is the steady state. capjax runs twice over: with `attacks.flax_logits_fn(model, variables)`,
-which compiles once, and with a new `lambda x: model.apply(variables, x)` per call, which a
-user may write and which compiles again on every call. With `--tiled-max-pool` a third
-capjax row runs the model through `attacks.tiled_max_pool`. The robust accuracy of each x_adv is
+which compiles once and differentiates tiling max pools as reshape + max
+(`attacks.tiled_max_pool`), and with a new `lambda x: model.apply(variables, x)` per call,
+which a user may write, which compiles again on every call and keeps `nn.max_pool`'s own
+gradient. With `--exact-max-pool` a third capjax row runs
+`flax_logits_fn(..., fast_max_pool=False)`. The robust accuracy of each x_adv is
 read with the Flax model; its 95% interval, and the interval of the two libraries'
 difference (from the images where they disagree, as the examples are shared), say whether
 they agree within sampling error.
@@ -39,12 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from capjax.attacks import autoattack, flax_logits_fn, tiled_max_pool
+from capjax.attacks import autoattack, flax_logits_fn
 from capjax.bench.measure import print_table
 from capjax.bench.torch_twins import checked_twin
 
 CLOSURE = "capjax (new closure per call)"
-TILED = "capjax (tiled_max_pool)"
+EXACT = "capjax (fast_max_pool=False)"
 
 
 def robust_interval(robust: np.ndarray) -> str:
@@ -140,7 +142,7 @@ def bench_autoattack(
     device: Callable[[Any], str],
     options: dict[str, dict[str, Any]] | None = None,
     closure_row: bool = True,
-    tiled_row: bool = False,
+    exact_row: bool = False,
 ) -> None:
     """Times AutoAttack standard in capjax and in each available peer; prints two tables.
 
@@ -162,9 +164,9 @@ def bench_autoattack(
     # As capjax's docs advise (compiled once), and as a closure made per call, which
     # compiles again on every call (see capjax.attacks.model_fn).
     calls = {"capjax": capjax_call(lambda: flax_logits_fn(model, variables, train=False))}
-    if tiled_row:
-        calls[TILED] = capjax_call(
-            lambda: tiled_max_pool(flax_logits_fn(model, variables, train=False))
+    if exact_row:
+        calls[EXACT] = capjax_call(
+            lambda: flax_logits_fn(model, variables, train=False, fast_max_pool=False)
         )
     if closure_row:
         calls[CLOSURE] = capjax_call(lambda: lambda z: model.apply(variables, z, train=False))

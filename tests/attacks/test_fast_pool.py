@@ -49,7 +49,7 @@ def _primitives(jaxpr) -> set[str]:
 
 def test_same_logits_and_input_gradient():
     model, variables, x = _setup()
-    plain = attacks.flax_logits_fn(model, variables)
+    plain = attacks.flax_logits_fn(model, variables, fast_max_pool=False)
     tiled = attacks.tiled_max_pool(plain)
 
     def loss(fn):
@@ -63,7 +63,7 @@ def test_same_logits_and_input_gradient():
 def test_tiling_pools_lose_select_and_scatter_and_others_keep_it():
     model, variables, x = _setup()
     grad = jax.grad(lambda x, fn: jnp.sum(fn(x)))
-    plain = attacks.flax_logits_fn(model, variables)
+    plain = attacks.flax_logits_fn(model, variables, fast_max_pool=False)
     before = _primitives(jax.make_jaxpr(grad)(x, plain).jaxpr)
     after = _primitives(jax.make_jaxpr(grad)(x, attacks.tiled_max_pool(plain)).jaxpr)
     assert "reduce_window_max" in before and "reduce_window_max" in after  # the SAME pool
@@ -98,3 +98,37 @@ def test_plain_callable_and_pytree_outputs():
     out = pool(x)
     np.testing.assert_array_equal(out["a"], nn.max_pool(x, (2, 2), (2, 2)))
     assert float(out["b"]) == float(x.sum())
+
+
+def test_flax_logits_fn_rewrites_by_default_and_wrapping_twice_is_once():
+    model, variables, x = _setup()
+    fast = attacks.flax_logits_fn(model, variables)
+    assert attacks.tiled_max_pool(fast) is fast
+    grad = jax.grad(lambda x, fn: jnp.sum(fn(x)))
+    exact = attacks.flax_logits_fn(model, variables, fast_max_pool=False)
+
+    def scatters(jaxpr) -> int:  # windowed-max gradients, counted per equation
+        n = 0
+        for eqn in jaxpr.eqns:
+            n += "select_and" in eqn.primitive.name
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", value)
+                n += scatters(inner) if hasattr(inner, "eqns") else 0
+        return n
+
+    count = lambda fn: scatters(jax.make_jaxpr(grad)(x, fn).jaxpr)  # noqa: E731
+    assert count(exact) >= 3 and count(fast) < count(exact)
+    np.testing.assert_allclose(fast(x), exact(x), rtol=1e-6)
+
+
+def test_a_model_without_tiling_pools_runs_as_written():
+    """No equation to rewrite: the wrapper calls the model itself, so its jaxpr (and any
+    primitive the interpreter would have to re-bind) is the model's own."""
+    w = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
+
+    def net(x):
+        h = nn.max_pool(x, (3, 3), (1, 1), padding="SAME")  # overlapping: left alone
+        return jax.lax.cond(h.sum() > 0, lambda v: v @ w, lambda v: -v @ w, h.mean((1, 2)))
+
+    x = jax.random.uniform(jax.random.key(0), (2, 5, 5, 4))
+    assert str(jax.make_jaxpr(attacks.tiled_max_pool(net))(x)) == str(jax.make_jaxpr(net)(x))

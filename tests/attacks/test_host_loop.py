@@ -32,10 +32,11 @@ class _Conv(nn.Module):
         return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
-def _setup(pool=False):
+def _setup(pool=False, fast_max_pool=True):
     model = _Conv(pool=pool)
     x = jax.random.uniform(jax.random.key(1), (12, 8, 8, 3))
-    fn = attacks.flax_logits_fn(model, model.init(jax.random.key(0), x))
+    variables = model.init(jax.random.key(0), x)
+    fn = attacks.flax_logits_fn(model, variables, fast_max_pool=fast_max_pool)
     return fn, x, jnp.argmax(fn(x), -1)
 
 
@@ -44,11 +45,14 @@ def test_the_plan_chunks_the_steps_or_keeps_a_windowed_max_rolled():
     assert host_loop(23, fn, x) == HostLoop(((0, HOST_LOOP_CHUNK), (10, 10), (20, 3)), 10)
     assert host_loop(HOST_LOOP_CHUNK, fn, x).chunks == ((0, HOST_LOOP_CHUNK),)
     assert host_loop(0, fn, x) is None
-    # nn.max_pool: one rolled program per run (its unrolled iterations would keep buffers);
-    # through tiled_max_pool the select-and-scatter is gone and the loop is chunked.
-    pooled, x, _ = _setup(pool=True)
+    # nn.max_pool's own gradient: one rolled program per run (its unrolled iterations would
+    # keep buffers); through tiled_max_pool (flax_logits_fn's default) the select-and-scatter
+    # is gone and the loop is chunked.
+    pooled, x, _ = _setup(pool=True, fast_max_pool=False)
     assert host_loop(20, pooled, x) == HostLoop(((0, 20),), 1)
     assert host_loop(20, attacks.tiled_max_pool(pooled), x).unroll == HOST_LOOP_CHUNK
+    fast, x, _ = _setup(pool=True)
+    assert host_loop(20, fast, x).unroll == HOST_LOOP_CHUNK
 
 
 def test_no_host_loop_under_jit():

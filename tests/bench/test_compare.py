@@ -204,7 +204,7 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
         {},
         compare.torch_device,
         options,
-        tiled_row=True,
+        exact_row=True,
     )
     out = capsys.readouterr().out
     assert "## maxpool_cnn: AutoAttack standard, L-inf, eps 0.25/255, 4 images" in out
@@ -213,7 +213,7 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
         for line in out.splitlines()
         if line.startswith("|") and line.split("|")[1].strip().startswith("capjax")
     ]
-    names = ["capjax", compare_autoattack.TILED, compare_autoattack.CLOSURE]
+    names = ["capjax", compare_autoattack.EXACT, compare_autoattack.CLOSURE]
     assert [r.split("|")[1].strip() for r in rows] == names * 2
     # The closure compiles again on every call; it reads the same robust verdicts.
     assert "+0.0 ± 0.0" in rows[5] and "100.0%" in rows[5]

@@ -406,3 +406,57 @@ def shrink_capgan_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.
         if "steps" in attack:
             attack["steps"] = min(attack["steps"], 3)
     return config
+
+
+def demo_classifier(demo: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The demo's classifier stage as the classifier task's whole config: `demo.classifier`'s
+    model and train, with the demo's seed and data (the same dict: it trains on `data` as
+    written)."""
+    stage = ml_collections.ConfigDict(
+        {"task": "classifier", "model": demo.classifier.model, "train": demo.classifier.train}
+    )
+    stage.seed = demo.get_ref("seed")
+    stage.data = demo.data
+    return stage
+
+
+def demo_stage(
+    purifier: ml_collections.ConfigDict, demo: ml_collections.ConfigDict, *, num_train: int
+) -> ml_collections.ConfigDict:
+    """One purifier stage of the demo task, as the whole config of its purifier task.
+
+    Args:
+      purifier: a `cafd_config` / `capgan_config` (its task, its own section and `train` are
+        kept; its `data`, `seed` and `target` are replaced).
+      demo: the demo's config, already built: `seed`, `data` and `classifier` (a
+        `demo_classifier` or its model and train sections).
+      num_train: the stage's training images, the first n (0: all).
+
+    The stage's `seed`, `data` fields and `target.model` / `target.train` are linked to the
+    demo's (ml_collections references), so `--config.data.dir=...` or an override of the
+    classifier reaches every stage, and `config.json` shows what each stage uses. The one
+    value left to the run is `target.workdir`: the demo task points it at its classifier
+    stage, `<workdir>/classifier`, which depends on `--workdir`, not on the config.
+    """
+    task = purifier.task
+    data = ml_collections.ConfigDict()
+    for key, value in demo.data.items():
+        if key == "num_train":
+            data.num_train = num_train
+        elif isinstance(value, ml_collections.ConfigDict):
+            data[key] = value  # the same dict: an override reaches both
+        else:
+            data[key] = demo.data.get_ref(key)
+    stage = ml_collections.ConfigDict(
+        {
+            "task": task,
+            task: purifier[task],
+            "train": purifier.train,
+            "target": {"workdir": optional_str()},
+        }
+    )
+    stage.seed = demo.get_ref("seed")
+    stage.data = data
+    stage.target.model = demo.classifier.model
+    stage.target.train = demo.classifier.train
+    return stage

@@ -22,6 +22,8 @@ from capjax.config_defaults import (
     classifier_config,
     cpu_sized_capgan_loss,
     data_config,
+    demo_classifier,
+    demo_stage,
     model_config,
     parse_variant,
     shrink_to_smoke,
@@ -110,16 +112,12 @@ def get_config(arg=None):
     tiny = model_config("tiny")
     if smoke:
         tiny.kwargs = {"widths": (8, 16, 32)}
-    return ml_collections.ConfigDict(
+    config = ml_collections.ConfigDict(
         {
             "task": "demo",
             "seed": 0,
             "data": data,
             "classifier": {"model": tiny, "train": classifier},
-            # The purifiers train on the first n training images (the classifier on all).
-            "purifier_train_examples": 256 if smoke else 2048,
-            "cafd": {"cafd": cafd.cafd, "train": cafd.train, "target": cafd.target},
-            "capgan": {"capgan": capgan.capgan, "train": capgan.train, "target": capgan.target},
             "eval": {
                 "num_examples": 64 if smoke else 256,
                 "batch_size": 64,
@@ -129,3 +127,10 @@ def get_config(arg=None):
             },
         }
     )
+    # Each stage is its task's whole config, linked to the demo's data, seed and classifier;
+    # the purifiers train on the first n training images (the classifier on all).
+    config.classifier = demo_classifier(config)
+    purifier_images = 256 if smoke else 2048
+    config.cafd = demo_stage(cafd, config, num_train=purifier_images)
+    config.capgan = demo_stage(capgan, config, num_train=purifier_images)
+    return config

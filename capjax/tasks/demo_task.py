@@ -4,9 +4,10 @@
 
 Stages (each resumable, in its own folder of the workdir):
 1. `classifier/`: a tiny CNN;
-2. `cafd/`: a CAFD purifier for it, trained on the first `purifier_train_examples` images
-   (or the stage's own `train_examples`);
-3. `capgan/`: a CAP-GAN purifier for it, likewise;
+2. `cafd/`: a CAFD purifier for it, run from `config.cafd`, the CAFD task's whole config
+   (`config_defaults.demo_stage`: linked to the demo's data, seed and classifier; its
+   `data.num_train` says how many training images it takes);
+3. `capgan/`: a CAP-GAN purifier for it, likewise from `config.capgan`;
 4. `eval_<defense>/`: the suite of `config.eval.rows` (clean, white-box, end to end, BPDA)
    for no defense, CAFD and CAP-GAN, with sanity checks;
 then one table over all three in `report.md` and `accuracy.png` in the workdir, also printed.
@@ -32,23 +33,12 @@ from capjax.tasks import cafd_task, capgan_task, purifier_task
 from capjax.train import classifier as classifier_lib
 
 
-def train_examples(config: ml_collections.ConfigDict, stage) -> int:
-    """A purifier stage's training images: its own `train_examples`, or (when 0 or absent)
-    the config's `purifier_train_examples` (0 there: all)."""
-    return stage.get("train_examples") or config.purifier_train_examples
-
-
-def _with_target(config: ml_collections.ConfigDict, target_dir: str, stage):
-    """A stage's config that protects the demo's classifier (no retraining of its own)."""
-    examples = train_examples(config, stage)
-    plain = stage.to_dict()
-    plain.pop("train_examples", None)
-    stage = ml_collections.ConfigDict(plain)
-    stage.seed = config.seed
-    stage.data = ml_collections.ConfigDict(config.data.to_dict())
-    stage.data.num_train = examples
-    stage.target.model = config.classifier.model
-    stage.target.train = config.classifier.train
+def stage_config(
+    config: ml_collections.ConfigDict, name: str, target_dir: str
+) -> ml_collections.ConfigDict:
+    """`config[name]` as written, resolved, with `target.workdir` at the demo's classifier
+    (the one value that depends on `--workdir`)."""
+    stage = ml_collections.ConfigDict(config[name].to_dict())
     stage.target.workdir = target_dir
     return stage
 
@@ -59,15 +49,7 @@ DEFAULT_TITLE = "capjax demo: a tiny CNN on synthetic shapes, undefended and pur
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains the classifier and both purifiers, evaluates all three, prints the table."""
     mesh = mesh_lib.make_mesh()
-    classifier_config = ml_collections.ConfigDict(
-        {
-            "task": "classifier",
-            "seed": config.seed,
-            "data": config.data,
-            "model": config.classifier.model,
-            "train": config.classifier.train,
-        }
-    )
+    classifier_config = config.classifier  # the classifier task's whole config
     target_dir = os.path.join(workdir, "classifier")
     commit = git_commit()  # at the start: the code that runs, not what the tree holds later
     stages: list[dict[str, Any]] = []
@@ -90,17 +72,19 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     finished("classifier", result)
     logits_fn = trainer.logits_fn(result.state.variables)
 
+    cafd_config = stage_config(config, "cafd", target_dir)
     cafd_trainer, cafd_result = cafd_task.train_cafd(
-        _with_target(config, target_dir, config.cafd),
+        cafd_config,
         os.path.join(workdir, "cafd"),
-        dataset.take(num_train=train_examples(config, config.cafd)),
+        dataset.take(num_train=cafd_config.data.num_train),
         mesh,
     )
     finished("cafd", cafd_result)
+    capgan_config = stage_config(config, "capgan", target_dir)
     capgan_trainer, capgan_result = capgan_task.train_capgan(
-        _with_target(config, target_dir, config.capgan),
+        capgan_config,
         os.path.join(workdir, "capgan"),
-        dataset.take(num_train=train_examples(config, config.capgan)),
+        dataset.take(num_train=capgan_config.data.num_train),
         mesh,
     )
     finished("capgan", capgan_result)

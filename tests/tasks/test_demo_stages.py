@@ -1,22 +1,46 @@
-"""The demo task's pure helpers: each purifier's training images, rows run per defense."""
+"""The demo task's stage configs and pure helpers: what each stage runs, rows per defense."""
 
-import ml_collections
+import os
 
 from capjax.eval.defense import Defense
+from capjax.main import parse_command_line
 from capjax.tasks import demo_task as demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PGD = {"name": "pgd", "eps": 8 / 255, "step_size": 0.01, "steps": 2}
 AA = {"name": "autoattack", "eps": 8 / 255}
 
 
-def test_a_stage_may_train_on_its_own_number_of_images():
-    config = ml_collections.ConfigDict(
-        {"purifier_train_examples": 100, "cafd": {"train_examples": 0}, "capgan": {"x": 1}}
+def test_each_stage_is_its_tasks_whole_config_and_command_line_overrides_reach_it():
+    """Nothing is completed at run time but the target's path: the config shows what each
+    stage runs, and one override of the demo's data, seed or classifier reaches every stage."""
+    config, _ = parse_command_line(
+        [
+            f"--config={ROOT}/configs/cifar_cpu.py:smoke",
+            "--workdir=/run",
+            "--config.data.dir=/elsewhere",
+            "--config.seed=3",
+            "--config.classifier.model.kwargs.widths=(8, 8, 8)",
+            "--config.data.augment.flip=False",
+            "--config.capgan.data.num_train=100",
+        ]
     )
-    assert demo.train_examples(config, config.cafd) == 100
-    assert demo.train_examples(config, config.capgan) == 100
-    config.cafd.train_examples = 7
-    assert demo.train_examples(config, config.cafd) == 7
+    assert (config.cafd.task, config.capgan.task) == ("cafd", "capgan")
+    assert (config.cafd.data.num_train, config.capgan.data.num_train) == (256, 100)
+    assert config.cafd.target.workdir is None
+    for name in ("cafd", "capgan"):
+        stage = demo.stage_config(config, name, "/run/classifier")
+        assert stage.data.dir == "/elsewhere" and stage.seed == 3
+        assert stage.data.augment.flip is False
+        assert tuple(stage.target.model.kwargs.widths) == (8, 8, 8)
+        assert stage.target.train.to_dict() == config.classifier.train.to_dict()
+        assert stage.target.workdir == "/run/classifier"
+        assert (
+            stage.data.source == config.data.source
+            and stage[name].to_dict() == config[name][name].to_dict()
+        )
+    assert config.data.num_train == 256  # the classifier's own count is untouched
 
 
 def test_without_a_purifier_end_to_end_and_bpda_rows_are_the_whitebox_row():

@@ -17,6 +17,13 @@ weights of `--weights` (the size's config, the CPU configs' or the paper's), to 
 term steers the generators:
 
     python -m capjax.bench capgan --size full --term-gradients --weights paper
+
+`--target-workdir DIR` takes the target from a finished classifier run instead of a random
+one, and the first `--batch` training images of the data that run's config names: a random
+target's softmax is nearly uniform, which shrinks the semantic term.
+
+    python -m capjax.bench capgan --size full --term-gradients --weights paper \
+        --target-workdir runs/cifar_cpu/classifier
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from capjax.bench.measure import describe_device, median_seconds, print_table
 from capjax.bench.purifier_step import purifier_step, step_parser
 from capjax.config_defaults import capgan_config, cpu_sized_capgan_loss, shrink_capgan_to_smoke
 from capjax.tasks import capgan_task as capgan_task
+from capjax.tasks.load_defense import read_run_config
+from capjax.train import classifier as classifier_lib
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -54,7 +64,28 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="the CAM and semantic weights: the size's config (smoke: cpu), capjax's CPU "
         "configs' (CAM 1, semantic 10) or the paper's (CAM 1000, semantic 1)",
     )
+    parser.add_argument(
+        "--target-workdir",
+        default=None,
+        help="a finished classifier run: its trained model as the target, and the first "
+        "--batch training images of its data (default: a random target on random images)",
+    )
     return parser.parse_args(argv)
+
+
+def trained_target(workdir: str, batch_size: int):
+    """(run config, (model, variables), batch) of the finished classifier run in `workdir`:
+    its first `batch_size` training images, read as its config names them."""
+    run = read_run_config(workdir)
+    dataset = classifier_lib.load_data(run, workdir)
+    target = classifier_lib.restore_classifier(
+        run, workdir, dataset.num_classes, dataset.image_shape
+    )
+    batch = {
+        "image": np.asarray(dataset.train_images[:batch_size]),
+        "label": np.asarray(dataset.train_labels[:batch_size], np.int32),
+    }
+    return run, target, batch
 
 
 def term_gradient_rows(trainer, state, x, x_adv) -> list[dict]:
@@ -118,7 +149,11 @@ def run(argv: list[str]) -> None:
     elif args.weights == "paper":
         config.capgan.loss.update({"cam": 1000.0, "semantic": 1.0})
 
-    bench = purifier_step(config, capgan_task.make_trainer, args.batch)
+    target = batch = None
+    if args.target_workdir:
+        run, target, batch = trained_target(args.target_workdir, args.batch)
+        config.target.model = run.model
+    bench = purifier_step(config, capgan_task.make_trainer, args.batch, target, batch)
     trainer, state, batch = bench.trainer, bench.state, bench.batch
     key, step = bench.key, bench.step
     if args.term_gradients:
@@ -126,9 +161,16 @@ def run(argv: list[str]) -> None:
         x_adv = jax.jit(trainer.craft)(state.target_variables, x, batch["label"], key)
         w = trainer.weights
         print(describe_device())
+        target_of = (
+            f"target {config.target.model.name} from {args.target_workdir} on its first "
+            f"{args.batch} training images"
+            if args.target_workdir
+            else "random target on random images"
+        )
         print(
-            f"CAP-GAN generator terms at initialisation, size={args.size}, batch={args.batch}: "
-            f"CAM {w.cam:g}, semantic {w.semantic:g}, alpha {w.alpha:g} ({w.combine})"
+            f"CAP-GAN generator terms at initialisation, size={args.size}, batch={args.batch}, "
+            f"{target_of}: CAM {w.cam:g}, semantic {w.semantic:g}, alpha {w.alpha:g} "
+            f"({w.combine})"
         )
         print_table(term_gradient_rows(trainer, state, x, x_adv))
         return

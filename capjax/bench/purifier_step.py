@@ -49,26 +49,32 @@ class PurifierStep:
     step: Any  # jitted (state, batch, key) -> (state, metrics)
 
 
-def purifier_step(config, make_trainer: Callable, batch_size: int) -> PurifierStep:
+def purifier_step(
+    config, make_trainer: Callable, batch_size: int, target: tuple | None = None, batch=None
+) -> PurifierStep:
     """Builds `make_trainer(config, target, target_variables, steps_per_epoch=100)`'s step
-    over all devices for a random uint8 batch of `batch_size` 32x32x3 images."""
+    over all devices for a random uint8 batch of `batch_size` 32x32x3 images.
+
+    `target`: (model, variables) of a trained target instead of a random one; `batch`: a
+    {"image": uint8, "label": int32} batch of real images instead of random ones."""
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_global_batch(batch_size, mesh, "--batch")
-    target = classifier_lib.build_classifier(config.target.model, 10)
-    x0 = np.zeros((1, 32, 32, 3), np.float32)
-    target_variables = jax.jit(target.init)(jax.random.key(0), x0)
+    if target is None:
+        model = classifier_lib.build_classifier(config.target.model, 10)
+        x0 = np.zeros((1, 32, 32, 3), np.float32)
+        target = model, jax.jit(model.init)(jax.random.key(0), x0)
+    target, target_variables = target
     trainer = make_trainer(config, target, target_variables, steps_per_epoch=100)
     rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
     state = jax.jit(lambda k: trainer.init_state(k, (32, 32, 3)), out_shardings=rep)(
         jax.random.key(1)
     )
-    rng = np.random.default_rng(0)
-    batch = mesh_lib.shard_batch(
-        {
+    if batch is None:
+        rng = np.random.default_rng(0)
+        batch = {
             "image": rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
             "label": rng.integers(0, 10, (batch_size,), dtype=np.int32),
-        },
-        mesh,
-    )
+        }
+    batch = mesh_lib.shard_batch(batch, mesh)
     step = jax.jit(trainer.train_step, in_shardings=(rep, data, rep), out_shardings=(rep, rep))
     return PurifierStep(mesh, trainer, state, batch, jax.random.key(2), step)

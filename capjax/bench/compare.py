@@ -154,6 +154,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "nn.max_pool's own select-and-scatter gradient (the default rewrites tiling pools "
         "as reshape + max)",
     )
+    parser.add_argument(
+        "--component",
+        default=None,
+        help="autoattack: time one component of AutoAttack standard alone in each library "
+        "(apgd-ce, apgd-t, fab-t or square)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="PGD steps k")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per library")
     parser.add_argument(
@@ -545,6 +551,7 @@ def run(argv: list[str]) -> None:
                 torch_device,
                 closure_row=not args.skip_closure,
                 exact_row=args.exact_max_pool,
+                component=args.component,
             )
         else:
             bench_model(name, args, peers)

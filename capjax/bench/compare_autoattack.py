@@ -29,6 +29,11 @@ the radius that leaves some images robust is far below 8/255: at `--eps 0.25` (0
 about half of the maxpool_cnn's images survive PGD-20. Use `--eps` to move it.
 
     python -m capjax.bench compare --attack autoattack --model maxpool_cnn --batch 500 --eps 0.25
+
+`--component apgd-ce` (or `apgd-t`, `fab-t`, `square`) times that component of AutoAttack
+standard alone instead, with the reference settings, in capjax
+(`autoattack(..., version="custom", attacks_to_run=(component,))`) and in torchattacks (the
+same attack of the 100-step MultiAttack); torchattacks' stock AutoAttack row is left out.
 """
 
 from __future__ import annotations
@@ -82,7 +87,12 @@ TORCH_100 = "torchattacks (100 steps)"
 TORCH_STOCK = "torchattacks (its AutoAttack: 10 steps)"
 
 
-def torchattacks_standard(mods, twin, eps: float, num_classes: int, steps: int | None):
+COMPONENTS = ("apgd-ce", "apgd-t", "fab-t", "square")  # AutoAttack standard's, in order
+
+
+def torchattacks_standard(
+    mods, twin, eps: float, num_classes: int, steps: int | None, component: str | None = None
+):
     """AutoAttack standard in torchattacks: `steps` None is `torchattacks.AutoAttack`
     itself; an int builds the same MultiAttack (APGD-CE, APGD-T, FAB-T, Square 5000
     queries, one run each, seed 0) with that many iterations, as fra31/auto-attack runs it.
@@ -93,34 +103,44 @@ def torchattacks_standard(mods, twin, eps: float, num_classes: int, steps: int |
     to the schedule squeezed into 5,000 queries, whose last 2,000 queries try 2- and 1-pixel
     squares. Square alone on 100 images of the bench's max-pool CNN left 64% robust with the
     rescaled schedule and 73% with fra31's, in either library (docs/benchmarks.md), so the
-    MultiAttack passes fra31's setting."""
+    MultiAttack passes fra31's setting. `component` (one of `COMPONENTS`): that attack of the
+    MultiAttack alone."""
     ta = mods.torchattacks
     if steps is None:
         return ta.AutoAttack(
             twin, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=0
         )
     common = {"norm": "Linf", "eps": eps, "seed": 0, "n_restarts": 1}
-    return ta.MultiAttack(
-        [
-            ta.APGD(twin, steps=steps, loss="ce", **common),
-            ta.APGDT(twin, steps=steps, n_classes=num_classes, **common),
-            ta.FAB(twin, steps=steps, multi_targeted=True, n_classes=num_classes, **common),
-            ta.Square(twin, n_queries=5000, p_init=0.8, resc_schedule=False, **common),
-        ]
-    )
+    parts = [
+        ta.APGD(twin, steps=steps, loss="ce", **common),
+        ta.APGDT(twin, steps=steps, n_classes=num_classes, **common),
+        ta.FAB(twin, steps=steps, multi_targeted=True, n_classes=num_classes, **common),
+        ta.Square(twin, n_queries=5000, p_init=0.8, resc_schedule=False, **common),
+    ]
+    if component is not None:
+        return parts[COMPONENTS.index(component)]
+    return ta.MultiAttack(parts)
 
 
 def torchattacks_autoattack(
-    mods, model, variables, x, y, eps: float, device: str, steps: int | None = REFERENCE_STEPS
+    mods,
+    model,
+    variables,
+    x,
+    y,
+    eps: float,
+    device: str,
+    steps: int | None = REFERENCE_STEPS,
+    component: str | None = None,
 ) -> Callable:
-    """call() -> x_adv (NHWC numpy) of torchattacks' AutoAttack standard on the twin
-    (`torchattacks_standard`)."""
+    """call() -> x_adv (NHWC numpy) of torchattacks' AutoAttack standard (or its
+    `component` alone) on the twin (`torchattacks_standard`)."""
     torch = mods.torch
     twin, device, line = checked_twin(torch, model, variables, x, device)
     print(f"{line}; torch runs on {device}")
     images = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy()).to(device)
     labels = torch.from_numpy(np.asarray(y).astype(np.int64)).to(device)
-    attack = torchattacks_standard(mods, twin, eps, model.num_classes, steps)
+    attack = torchattacks_standard(mods, twin, eps, model.num_classes, steps, component)
 
     def call():
         x_adv = attack(images, labels)
@@ -143,20 +163,28 @@ def bench_autoattack(
     options: dict[str, dict[str, Any]] | None = None,
     closure_row: bool = True,
     exact_row: bool = False,
+    component: str | None = None,
 ) -> None:
     """Times AutoAttack standard in capjax and in each available peer; prints two tables.
 
     `device(torch)` names the torch device; `options` shrinks capjax's components (tests
-    only: the peers always run the standard version, so the rows then do not compare).
+    only: the peers always run the standard version, so the rows then do not compare);
+    `component` (one of `COMPONENTS`) runs that component alone in each library.
     """
+    if component is not None and component not in COMPONENTS:
+        raise SystemExit(f"--component: one of {', '.join(COMPONENTS)}, not {component!r}")
     eps = eps_255 / 255
-    print(f"\n## {name}: AutoAttack standard, L-inf, eps {eps_255:g}/255, {x.shape[0]} images")
+    what = f"{component}, alone as in" if component else "AutoAttack"
+    print(f"\n## {name}: {what} standard, L-inf, eps {eps_255:g}/255, {x.shape[0]} images")
     forward = jax.jit(lambda v, z: model.apply(v, z, train=False))
     key = jax.random.key(0)
+    alone = {"options": options}
+    if component is not None:
+        alone.update(version="custom", attacks_to_run=(component,))
 
     def capjax_call(logits_fn_of: Callable[[], Any]) -> Callable[[], np.ndarray]:
         def call():
-            x_adv = autoattack(logits_fn_of(), x, y, eps=eps, key=key, options=options)
+            x_adv = autoattack(logits_fn_of(), x, y, eps=eps, key=key, **alone)
             return np.asarray(jax.block_until_ready(x_adv))
 
         return call
@@ -174,9 +202,12 @@ def bench_autoattack(
     if "torchattacks" in peers:
         mods = peers["torchattacks"]
         try:
-            for row, steps in ((TORCH_100, REFERENCE_STEPS), (TORCH_STOCK, None)):
+            rows = ((TORCH_100, REFERENCE_STEPS),) + (
+                ((TORCH_STOCK, None),) if not component else ()
+            )
+            for row, steps in rows:
                 calls[row] = torchattacks_autoattack(
-                    mods, model, variables, x, y, eps, device(mods.torch), steps
+                    mods, model, variables, x, y, eps, device(mods.torch), steps, component
                 )
                 versions[row] = f"{mods.torchattacks.__version__}, torch {mods.torch.__version__}"
         except SystemExit:

@@ -242,3 +242,36 @@ def test_torchattacks_autoattack_rows_run_100_steps_and_its_stock_10():
     # own AutoAttack keeps its class default (rescaled).
     assert like.attacks[-1].rescale_schedule is False
     assert stock._autoattack.attacks[-1].rescale_schedule is True
+
+
+def test_one_component_alone_in_each_library(capsys):
+    """`--component`: capjax runs the component alone with its reference settings (a custom
+    AutoAttack of one), torchattacks the same attack of its 100-step MultiAttack."""
+    model, variables, x, y = compare.build_model("maxpool_cnn", 10, 4)
+    with pytest.raises(SystemExit, match="apgd-ce, apgd-t, fab-t, square"):
+        compare_autoattack.bench_autoattack(
+            "m", model, variables, x, y, 0.25, {}, compare.torch_device, component="fab"
+        )
+    compare_autoattack.bench_autoattack(
+        "maxpool_cnn",
+        model,
+        variables,
+        x,
+        y,
+        0.25,
+        {},
+        compare.torch_device,
+        {"apgd-ce": {"steps": 2}},
+        closure_row=False,
+        component="apgd-ce",
+    )
+    out = capsys.readouterr().out
+    assert "## maxpool_cnn: apgd-ce, alone as in standard, L-inf, eps 0.25/255, 4 images" in out
+    mods, why = compare.load_peer("torchattacks")
+    if mods is None:
+        pytest.skip(why)
+    twin = mods.torch.nn.Sequential(mods.torch.nn.Flatten(), mods.torch.nn.Linear(12, 10))
+    kinds = ("APGD", "APGDT", "FAB", "Square")
+    for name, kind in zip(compare_autoattack.COMPONENTS, kinds, strict=True):
+        alone = compare_autoattack.torchattacks_standard(mods, twin, 0.1, 10, 100, name)
+        assert type(alone).__name__ == kind

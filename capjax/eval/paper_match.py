@@ -19,8 +19,19 @@ from typing import Any
 CAPGAN_TARGETS = ("resnet18", "resnet34", "resnet50", "preact_resnet18")
 # CAFD's Table 1 protects VGG-19 (Table 2: the same CAFD in front of ResNet-50 and WRN).
 CAFD_TARGETS = ("vgg19",)
+# The loss weights of every CAP-GAN table (U-GAT-IT's adversarial 1, cycle 10, identity 10,
+# CAM 1000; the semantic term 1). A run with other weights (the CPU configs' CAM 1, semantic
+# 10) is not a model of the paper.
+CAPGAN_WEIGHTS = {
+    "adversarial": 1.0,
+    "cycle": 10.0,
+    "identity": 10.0,
+    "cam": 1000.0,
+    "semantic": 1.0,
+}
 # The CAP-GAN setting of Tables I-IV (Table V: alpha 0.7 and T 10 are best; every term on).
 CAPGAN_LOSS = {
+    **CAPGAN_WEIGHTS,
     "alpha": 0.7,
     "temperature": 10.0,
     "combine": "alpha",

@@ -311,8 +311,14 @@ CAPGAN_ABLATION_ROWS = (
     "transfer_pgd40",
     "bpda_pgd40",
 )
-_ALL_TERMS = {"combine": "alpha", "use_cam": True, "use_sem": True, "use_cycle": True}
-_BEST = {"alpha": 0.7, "temperature": 10.0, "combine": "alpha"}
+_ALL_TERMS = {
+    **paper_match.CAPGAN_WEIGHTS,
+    "combine": "alpha",
+    "use_cam": True,
+    "use_sem": True,
+    "use_cycle": True,
+}
+_BEST = {**paper_match.CAPGAN_WEIGHTS, "alpha": 0.7, "temperature": 10.0, "combine": "alpha"}
 CAPGAN_ABLATIONS = {
     "Table V, alpha 0.7, T 1": (
         {"alpha": 0.7, "temperature": 1.0, **_ALL_TERMS},
@@ -416,9 +422,10 @@ def attach_paper_numbers(
     for why, ids in blocked.items():
         notes.append(f"No paper numbers for {', '.join(f'`{i}`' for i in ids)}: {why}.")
     if model is None:
+        differs = "; ".join(paper_match.mismatches(paper_match.CAPGAN_LOSS, facts))
         notes.append(
-            "No CAP-GAN paper numbers: the run's loss settings (alpha, T, terms) are not a "
-            "model of the paper's Tables I-VI."
+            "No CAP-GAN paper numbers: the run's loss settings (weights, alpha, T, terms) are "
+            f"not a model of the paper's Tables I-VI (against Tables I-IV: {differs})."
         )
     elif model not in ("paper", "capgan"):
         notes.append(

@@ -96,6 +96,16 @@ def test_capgan_table6_ablation_and_unknown_setting():
     assert any("not a model of the paper" in n for n in notes)
 
 
+def test_capgan_with_other_loss_weights_is_not_the_papers_model():
+    """The CPU configs' CAM 1, semantic 10 (chosen on a validation split, issue #16) trains
+    another model than every CAP-GAN table's: no paper number, and the note says why."""
+    rows, notes = _attach(capgan_task.CAPGAN_SUITES, "capgan", _capgan_run(cam=1.0, semantic=10.0))
+    assert all(row["paper"] == -1.0 for row in rows.values())
+    assert any("cam is 1" in n and "1000" in n for n in notes), notes
+    rows, _ = _attach(capgan_task.CAPGAN_SUITES, "capgan", _capgan_run(use_cycle=False, cam=1.0))
+    assert all(row["paper"] == -1.0 for row in rows.values())  # nor an ablation's
+
+
 def test_capgan_fingerprint_covers_alpha_and_temperature():
     base = capgan_cifar.get_config("smoke")
     other = capgan_cifar.get_config("smoke")

@@ -184,6 +184,13 @@ def test_paired_difference_interval_counts_only_disagreements():
     assert compare_autoattack.robust_interval(a) == "60.0% ± 30.4%"
 
 
+def _small_autoattack_row(model, variables, x, y, options, **rows):
+    """`bench_autoattack` at eps 0.25/255 without peers, capjax's components shrunk."""
+    compare_autoattack.bench_autoattack(
+        "maxpool_cnn", model, variables, x, y, 0.25, {}, compare.torch_device, options, **rows
+    )
+
+
 def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
     """The plumbing of `compare --attack autoattack`, shrunk: components of 1-2 steps (the
     peers, absent here, would run the full standard version)."""
@@ -194,18 +201,7 @@ def test_autoattack_row_runs_capjax_both_ways_without_peers(capsys):
         "fab-t": {"steps": 1, "num_target_classes": 1},
         "square": {"steps": 2},
     }
-    compare_autoattack.bench_autoattack(
-        "maxpool_cnn",
-        model,
-        variables,
-        x,
-        y,
-        0.25,
-        {},
-        compare.torch_device,
-        options,
-        exact_row=True,
-    )
+    _small_autoattack_row(model, variables, x, y, options, exact_row=True)
     out = capsys.readouterr().out
     assert "## maxpool_cnn: AutoAttack standard, L-inf, eps 0.25/255, 4 images" in out
     rows = [
@@ -252,18 +248,8 @@ def test_one_component_alone_in_each_library(capsys):
         compare_autoattack.bench_autoattack(
             "m", model, variables, x, y, 0.25, {}, compare.torch_device, component="fab"
         )
-    compare_autoattack.bench_autoattack(
-        "maxpool_cnn",
-        model,
-        variables,
-        x,
-        y,
-        0.25,
-        {},
-        compare.torch_device,
-        {"apgd-ce": {"steps": 2}},
-        closure_row=False,
-        component="apgd-ce",
+    _small_autoattack_row(
+        model, variables, x, y, {"apgd-ce": {"steps": 2}}, closure_row=False, component="apgd-ce"
     )
     out = capsys.readouterr().out
     assert "## maxpool_cnn: apgd-ce, alone as in standard, L-inf, eps 0.25/255, 4 images" in out

@@ -26,7 +26,6 @@ from capjax.tasks.purifier_task import (
     dunet_from_config,
     load_finished_purifier,
     train_and_evaluate,
-    train_purifier,
 )
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
@@ -82,19 +81,6 @@ def fingerprint(config) -> dict[str, Any]:
         "feature_source": c.feature_source,
         "cam_normalize_order": c.cam_normalize_order,
     }
-
-
-def train_cafd(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
-    """Target (trained or restored), then the denoiser: (trainer, fit result)."""
-    return train_purifier(
-        config,
-        workdir,
-        dataset,
-        mesh,
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title="CAFD denoiser",
-    )
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

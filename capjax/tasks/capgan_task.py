@@ -26,7 +26,7 @@ from capjax.eval.evaluate import plain_rows
 from capjax.eval.paper_match import run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
-from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate, train_purifier
+from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
@@ -107,19 +107,6 @@ def attention_figure(trainer: CAPGANTrainer, state) -> Any:
         return {"attention (T_A->C)": (heatmap - low) / jnp.maximum(high - low, 1e-12)}
 
     return extra
-
-
-def train_capgan(config: ml_collections.ConfigDict, workdir: str, dataset, mesh):
-    """Target (trained or restored), then the GAN pair: (trainer, fit result)."""
-    return train_purifier(
-        config,
-        workdir,
-        dataset,
-        mesh,
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title="CAP-GAN",
-    )
 
 
 def report_rows(config, dataset_name: str | None) -> tuple[dict[str, dict], list[str]]:

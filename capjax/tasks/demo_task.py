@@ -43,6 +43,9 @@ def stage_config(
     return stage
 
 
+# (config section and stage folder, task module, progress-bar title), trained in this order.
+PURIFIER_STAGES = (("cafd", cafd_task, "CAFD denoiser"), ("capgan", capgan_task, "CAP-GAN"))
+
 DEFAULT_TITLE = "capjax demo: a tiny CNN on synthetic shapes, undefended and purified"
 
 
@@ -72,22 +75,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     finished("classifier", result)
     logits_fn = trainer.logits_fn(result.state.variables)
 
-    cafd_config = stage_config(config, "cafd", target_dir)
-    cafd_trainer, cafd_result = cafd_task.train_cafd(
-        cafd_config,
-        os.path.join(workdir, "cafd"),
-        dataset.take(num_train=cafd_config.data.num_train),
-        mesh,
-    )
-    finished("cafd", cafd_result)
-    capgan_config = stage_config(config, "capgan", target_dir)
-    capgan_trainer, capgan_result = capgan_task.train_capgan(
-        capgan_config,
-        os.path.join(workdir, "capgan"),
-        dataset.take(num_train=capgan_config.data.num_train),
-        mesh,
-    )
-    finished("capgan", capgan_result)
+    trained = {}
+    for name, task, title in PURIFIER_STAGES:
+        stage = stage_config(config, name, target_dir)
+        trained[name] = purifier_task.train_purifier(
+            stage,
+            os.path.join(workdir, name),
+            dataset.take(num_train=stage.data.num_train),
+            mesh,
+            make_trainer=task.make_trainer,
+            fingerprint=task.fingerprint(stage),
+            title=title,
+        )
+        finished(name, trained[name][1])
+    (cafd_trainer, cafd_result), (capgan_trainer, capgan_result) = trained.values()
     f_weights = weights_fingerprint(result.state.variables)
     cafd_weights = cafd_result.state.denoiser_variables
     capgan_weights = capgan_result.state.generator_params["a2c"]

@@ -121,9 +121,15 @@ def test_flax_logits_fn_rewrites_by_default_and_wrapping_twice_is_once():
     np.testing.assert_allclose(fast(x), exact(x), rtol=1e-6)
 
 
-def test_a_model_without_tiling_pools_runs_as_written():
+def test_a_model_without_tiling_pools_runs_as_written(monkeypatch):
     """No equation to rewrite: the wrapper calls the model itself, so its jaxpr (and any
     primitive the interpreter would have to re-bind) is the model's own."""
+    fast_pool = importlib.import_module("capjax.attacks.fast_pool")
+
+    def interpreted(*_):
+        raise AssertionError("the jaxpr interpreter ran on a model with nothing to rewrite")
+
+    monkeypatch.setattr(fast_pool, "_eval", interpreted)
     w = jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
 
     def net(x):

@@ -1,9 +1,9 @@
 """Attacks named by plain config dicts: `{"name": "pgd", "eps": 8/255, "steps": 40, ...}`.
 
 A config never stores an attack object (docs/design.md, Configs). The evaluation suite
-(`make_attack`) and the trainers that craft adversarial examples inside their step
-(`training_attack`: HGD, APE-GAN, CAP-GAN's domain A) turn each spec into an
-`AttackFn = (logits_fn, x, y, key) -> x_adv` here, with one set of checks. Every key other than
+(`make_attack`) and the tasks that build trainers (`training_attack`: HGD, APE-GAN, CAP-GAN's
+domain A; `feature_attack`: CAFD's CAFA) turn each spec into an attack function here, with
+one set of checks; a trainer takes the built attack. Every key other than
 `name` is passed to the attack as a keyword option, checked against the attack's signature so
 that a typo fails before anything is compiled.
 
@@ -30,6 +30,9 @@ from capjax.attacks import LogitsFn
 from capjax.core.errors import ConfigError
 
 AttackFn = Callable[[LogitsFn, jax.Array, jax.Array, jax.Array], jax.Array]
+# (class_activation_fn, x, key) -> x_adv: CAFD's training attack (`feature_attack`).
+FeatureAttackFn = Callable[[Callable[[jax.Array], jax.Array], jax.Array, jax.Array], jax.Array]
+FEATURE_ATTACK = "cafa"
 
 KINDS = ("none", "single_step", "iterative", "unbounded", "score_based", "ensemble")
 
@@ -88,7 +91,7 @@ def attack_name(spec: Mapping[str, Any]) -> str:
 
 
 def _parameters(name: str) -> dict[str, inspect.Parameter]:
-    fn = ATTACKS[name].fn
+    fn = attacks.cafa if name == FEATURE_ATTACK else ATTACKS[name].fn
     if fn is None:
         return {}
     params = inspect.signature(fn).parameters
@@ -338,13 +341,13 @@ def training_attack(
     names: tuple[str, ...] | None = None,
     unroll: bool | int | None = None,
 ) -> AttackFn:
-    """The attack a trainer crafts its adversarial examples with, checked once, here.
+    """The attack a trainer crafts its adversarial examples with, built and checked here.
 
-    Trainers (HGD, APE-GAN, CAP-GAN's domain A) call the returned function inside their
-    jitted step, so everything is checked now, at the edge: the name (one of `names` when
-    given), the options against the attack's signature, and the budget (an attack with an
-    `eps` must be given one, above 0 and on the [0, 1] scale). The attack itself does not
-    validate its inputs inside `jit` (`validate=False`).
+    Trainers (HGD, APE-GAN, CAP-GAN's domain A) take the returned function and call it
+    inside their jitted step, so everything is checked now, at the edge: the name (one of
+    `names` when given), the options against the attack's signature, and the budget (an
+    attack with an `eps` must be given one, above 0 and on the [0, 1] scale). The attack
+    itself does not validate its inputs inside `jit` (`validate=False`).
 
     Args:
       spec: {"name": ..., **options}, as in `make_attack`.
@@ -370,11 +373,7 @@ def training_attack(
         given = options(spec)
     except ConfigError as err:
         raise ConfigError(f"{field}: {err}") from None
-    if "eps" in _parameters(name) and not given.get("eps", 0) > 0:
-        raise ConfigError(
-            f"{field}.eps must be above 0 on the [0, 1] pixel scale (8/255, not 8); got "
-            f"{given.get('eps')!r}."
-        )
+    _require_budget(name, given, field)
     internal = {"validate": False, "unroll": unroll}
     attack = make_attack(
         {**plain(spec), **{k: v for k, v in internal.items() if k in _parameters(name)}}
@@ -382,5 +381,62 @@ def training_attack(
 
     def craft(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, key: jax.Array) -> jax.Array:
         return jax.lax.stop_gradient(attack(logits_fn, x, y, key))
+
+    return craft
+
+
+def _require_budget(name: str, given: Mapping[str, Any], field: str) -> None:
+    """A training attack with an `eps` must be given one above 0 (the suite allows eps 0)."""
+    if "eps" in _parameters(name) and not given.get("eps", 0) > 0:
+        raise ConfigError(
+            f"{field}.eps must be above 0 on the [0, 1] pixel scale (8/255, not 8); got "
+            f"{given.get('eps')!r}."
+        )
+
+
+def feature_attack(
+    spec: Mapping[str, Any], field: str, *, unroll: bool | int | None = None
+) -> FeatureAttackFn:
+    """CAFD's training attack, CAFA (`capjax.attacks.cafa`), built from its spec and checked
+    with the same rules as `training_attack`.
+
+    CAFA attacks class activation features, not logits, and uses no labels, so it is not in
+    `ATTACKS` and the suite cannot name it.
+
+    Args:
+      spec: {"name": "cafa" (optional), **options of `capjax.attacks.cafa`}, e.g.
+        {"eps": 8/255, "step_size": 0.01, "steps": 100}.
+      field: the config field the spec comes from, named in every error message.
+      unroll: the attack's loop unrolling.
+
+    Returns:
+      attack(class_activation_fn, x, key) -> x_adv, a constant (`stop_gradient`).
+
+    Raises:
+      ValueError (ConfigError): another name, an unknown option, a missing or off-scale eps,
+        a non-integer step count.
+    """
+    given = {str(k): plain(v) for k, v in plain(spec).items()}
+    name = given.pop("name", FEATURE_ATTACK)
+    if name != FEATURE_ATTACK:
+        raise ConfigError(
+            f"Unknown training attack {name!r} in {field}.name; CAFD trains on {FEATURE_ATTACK!r}."
+        )
+    params = _parameters(name)
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        raise ConfigError(
+            f"{field}: Unknown option(s) {unknown} for attack {name!r}; it accepts "
+            f"{sorted(params)}."
+        )
+    try:
+        _check_values(name, given)
+    except ConfigError as err:
+        raise ConfigError(f"{field}: {err}") from None
+    _require_budget(name, given, field)
+    kwargs = {**given, "validate": False, "unroll": unroll}
+
+    def craft(class_activation_fn: Callable, x: jax.Array, key: jax.Array) -> jax.Array:
+        return jax.lax.stop_gradient(attacks.cafa(class_activation_fn, x, key=key, **kwargs))
 
     return craft

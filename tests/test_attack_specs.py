@@ -174,3 +174,30 @@ def test_training_attack_errors_name_the_config_field():
         attack_specs.training_attack({**PGD, "eps": 0.0}, "hgd.attack")
     with pytest.raises(ValueError, match=r"apegan.attack: Unknown option\(s\) \['momentum'\]"):
         attack_specs.training_attack({**PGD, "momentum": 0.9}, "apegan.attack")
+
+
+def test_feature_attack_is_cafa_with_the_training_checks(batch):
+    """CAFD's CAFA is built by the same module, with the same budget checks."""
+    x, _ = batch
+    key = jax.random.key(4)
+
+    def features(v):  # a stand-in for class activation features: (N, H, W)
+        return jnp.tanh(3 * v).sum(-1)
+
+    spec = {"eps": 8 / 255, "step_size": 0.01, "steps": 3}
+    craft = attack_specs.feature_attack(spec, "cafd.attack")
+    expected = attacks.cafa(features, x, key=key, **spec)
+    np.testing.assert_allclose(craft(features, x, key), expected, atol=1e-6)
+    assert float(jnp.max(jnp.abs(expected - x))) > 1 / 255
+    named = attack_specs.feature_attack({"name": "cafa", **spec}, "cafd.attack")
+    np.testing.assert_allclose(named(features, x, key), expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"cafd.attack: .*did you mean 8/255"):
+        attack_specs.feature_attack({**spec, "eps": 8}, "cafd.attack")
+    with pytest.raises(ValueError, match=r"cafd.attack.eps must be above 0"):
+        attack_specs.feature_attack({**spec, "eps": 0.0}, "cafd.attack")
+    with pytest.raises(ValueError, match=r"cafd.attack: .*steps must be an int"):
+        attack_specs.feature_attack({**spec, "steps": 2.5}, "cafd.attack")
+    with pytest.raises(ValueError, match=r"cafd.attack: Unknown option\(s\) \['norm'\]"):
+        attack_specs.feature_attack({**spec, "norm": "l2"}, "cafd.attack")
+    with pytest.raises(ValueError, match="Unknown training attack 'pgd' in cafd.attack"):
+        attack_specs.feature_attack({**spec, "name": "pgd"}, "cafd.attack")

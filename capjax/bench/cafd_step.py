@@ -50,7 +50,7 @@ def run(argv: list[str]) -> None:
     key, step = bench.key, bench.step
     rep, data = mesh_lib.replicated(mesh), mesh_lib.data_sharding(mesh)
     attack = jax.jit(
-        lambda variables, images, k: trainer.attack(variables, images.astype("float32") / 255, k),
+        lambda variables, images, k: trainer.craft(variables, images.astype("float32") / 255, k),
         in_shardings=(rep, data, rep),
         out_shardings=data,
     )

@@ -19,7 +19,7 @@ drive the attack and the accuracy metrics.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -28,14 +28,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax.attack_specs import AttackFn
 from capjax.core.errors import ConfigError
 from capjax.defenses.purifier_parts import (
     CraftsAgainstFrozenTarget,
+    default_training_attack,
     make_purify,
     training_batch,
 )
 
-DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 # The paper's loss weights (xi1, xi2).
 MSE_WEIGHT = 0.7
 GAN_WEIGHT = 0.3
@@ -107,11 +108,9 @@ class APEGANTrainer(CraftsAgainstFrozenTarget):
       generator_tx, discriminator_tx: optimizers of G and D.
       schedule: G's learning-rate schedule, logged (None: not logged).
       mse_weight, gan_weight: the paper's xi1 and xi2.
-      attack: the training examples' attack, {"name": "pgd"|"fgsm"|"cw", options...}.
-      unroll: the attack's loop unrolling.
+      attack: crafts the training examples, (logits_fn, x, y, key) -> x_adv, built by
+        `capjax.attack_specs.training_attack` (default: PGD-10, eps 8/255).
     """
-
-    CONFIG_FIELD = "apegan.attack"
 
     generator: nn.Module
     discriminator: nn.Module
@@ -122,11 +121,9 @@ class APEGANTrainer(CraftsAgainstFrozenTarget):
     schedule: optax.Schedule | None = None
     mse_weight: float = MSE_WEIGHT
     gan_weight: float = GAN_WEIGHT
-    attack: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ATTACK))
-    unroll: bool | int | None = None
+    attack: AttackFn = dataclasses.field(default_factory=default_training_attack)
 
     def __post_init__(self):
-        self.training_attack()
         if self.mse_weight < 0 or self.gan_weight < 0:
             raise ConfigError(
                 f"apegan loss weights must be >= 0, got mse {self.mse_weight}, "

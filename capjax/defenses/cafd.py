@@ -60,9 +60,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax.attack_specs import FeatureAttackFn, feature_attack
 from capjax.attacks.feature import (
     NORMALIZE_ORDERS,
-    cafa,
     class_activation_features,
     class_activation_features_fn,
     class_activation_maps,
@@ -91,6 +91,13 @@ LAMBDA_ADV = 5e-3
 EQ7_WEIGHT_SCALE = 1e-6
 
 Size = tuple[int, int] | str | None
+# CAFA as the authors' code runs it: eps 8/255, step 0.01, 100 iterations, random start.
+AUTHORS_CAFA = {"eps": 8 / 255, "step_size": 0.01, "steps": 100}
+
+
+def default_cafa() -> FeatureAttackFn:
+    """The authors' CAFA, built: a trainer's attack when none is given."""
+    return feature_attack(AUTHORS_CAFA, "cafd.attack")
 
 
 def _out_size(size: Size, x: jax.Array) -> tuple[int, int] | None:
@@ -305,8 +312,9 @@ class CAFDTrainer:
       feature_source: P's features for CAFA and L_caf, "head_input" (default) or
         "last_conv" (the authors'); see `frozen_target_fn`.
       lambda_caf, lambda_adv: Eq. 10's lambda1 and lambda2.
-      attack_eps, attack_step_size, attack_steps: CAFA's budget, step and iterations.
-      unroll: CAFA's loop unrolling (`capjax.attacks._common.attack_loop`).
+      attack: CAFA, (class_activation_fn, x, key) -> x_adv, built by
+        `capjax.attack_specs.feature_attack` (default: the authors' eps 8/255, step 0.01,
+        100 iterations).
     """
 
     denoiser: nn.Module
@@ -327,10 +335,7 @@ class CAFDTrainer:
     feature_source: str = "head_input"
     lambda_caf: float = LAMBDA_CAF_CIFAR10
     lambda_adv: float = LAMBDA_ADV
-    attack_eps: float = 8 / 255
-    attack_step_size: float = 0.01
-    attack_steps: int = 100
-    unroll: bool | int | None = None
+    attack: FeatureAttackFn = dataclasses.field(default_factory=default_cafa)
 
     def __post_init__(self):
         check_choice("loss_form", self.loss_form, LOSS_FORMS)
@@ -339,11 +344,6 @@ class CAFDTrainer:
         check_choice("cam_kind", self.cam_kind, CAM_KINDS)
         check_choice("feature_source", self.feature_source, FEATURE_SOURCES)
         check_choice("cam_normalize_order", self.cam_normalize_order, NORMALIZE_ORDERS)
-        if not 0 <= self.attack_eps <= 1:
-            raise ConfigError(
-                f"attack_eps={self.attack_eps} must be in [0, 1] (the [0, 1] pixel scale: "
-                f"8/255, not 8)."
-            )
         if "head" not in self.target_variables.get("params", {}):
             raise ConfigError(
                 "target_variables['params'] has no 'head' layer; CAFD needs the final linear "
@@ -388,7 +388,7 @@ class CAFDTrainer:
             target_variables=self.target_variables,
         )
 
-    def attack(self, target_variables: Any, x: jax.Array, key: jax.Array) -> jax.Array:
+    def craft(self, target_variables: Any, x: jax.Array, key: jax.Array) -> jax.Array:
         """CAFA examples (Algorithm 1) for clean x (N, H, W, C) in [0, 1], against P."""
         caf_fn = class_activation_features_fn(
             self._target_fn(target_variables),
@@ -398,17 +398,7 @@ class CAFDTrainer:
             normalize=self.cam_normalize,
             normalize_order=self.cam_normalize_order,
         )
-        x_adv = cafa(
-            caf_fn,
-            x,
-            eps=self.attack_eps,
-            step_size=self.attack_step_size,
-            steps=self.attack_steps,
-            key=key,
-            unroll=self.unroll,
-            validate=False,
-        )
-        return jax.lax.stop_gradient(x_adv)
+        return self.attack(caf_fn, x, key)
 
     def caf_loss(self, target_variables: Any, x_hat: jax.Array, x: jax.Array) -> jax.Array:
         """L_caf of the configured form (Eq. 6 or Eq. 7), scalar float32."""
@@ -462,7 +452,7 @@ class CAFDTrainer:
         """
         x, labels = training_batch(batch)
         target_variables = state.target_variables
-        x_adv = self.attack(target_variables, x, key)
+        x_adv = self.craft(target_variables, x, key)
 
         # One forward of C serves both updates, as in the authors' loop: D sees the detached
         # output, and C's gradient is pulled back through the same forward's VJP.

@@ -33,7 +33,7 @@ How the gaps of the paper's text are filled (`docs/sources.md`; each is an optio
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -42,8 +42,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax.attack_specs import AttackFn
 from capjax.core.errors import ConfigError
-from capjax.defenses.purifier_parts import CraftsAgainstFrozenTarget, training_batch
+from capjax.defenses.purifier_parts import (
+    CraftsAgainstFrozenTarget,
+    default_training_attack,
+    training_batch,
+)
 
 COMBINES = ("alpha", "sum")
 DOMAIN_ATTACKS = ("pgd", "fgsm", "mifgsm")
@@ -198,14 +203,10 @@ class CAPGANTrainer(CraftsAgainstFrozenTarget):
         discriminators (U-GAT-IT's).
       weights: the loss weights and ablation switches.
       schedule: the generators' learning-rate schedule, logged (None: not logged).
-      domain_attack: how domain A is crafted: {"name": "pgd"|"fgsm"|"mifgsm", options...}
-        passed to `capjax.attacks` (eps etc. on the [0, 1] scale).
-      unroll: the domain attack's loop unrolling.
+      attack: crafts domain A, (logits_fn, x, y, key) -> x_adv, built by
+        `capjax.attack_specs.training_attack` from one of `DOMAIN_ATTACKS` (default:
+        PGD-10, eps 8/255).
     """
-
-    ATTACK_FIELD = "domain_attack"
-    CONFIG_FIELD = "capgan.domain.attack"
-    ATTACK_NAMES = DOMAIN_ATTACKS
 
     generator: nn.Module
     discriminator: nn.Module
@@ -215,13 +216,7 @@ class CAPGANTrainer(CraftsAgainstFrozenTarget):
     discriminator_tx: optax.GradientTransformation
     weights: LossWeights = LossWeights()
     schedule: optax.Schedule | None = None
-    domain_attack: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-    )
-    unroll: bool | int | None = None
-
-    def __post_init__(self):
-        self.training_attack()
+    attack: AttackFn = dataclasses.field(default_factory=default_training_attack)
 
     # -- networks ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ Optimizer: Adam lr 1e-3 by default (the paper's), built by the task from config.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -30,17 +30,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from capjax.attack_specs import AttackFn
 from capjax.core.errors import ConfigError
 from capjax.defenses.purifier_parts import (
     CraftsAgainstFrozenTarget,
     TargetFn,
+    default_training_attack,
     frozen_target_fn,
     make_purify,
     training_batch,
 )
 
 GUIDED_LOSSES = ("logits", "features")
-DEFAULT_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 
 
 def guided_loss(
@@ -93,11 +94,9 @@ class HGDTrainer(CraftsAgainstFrozenTarget):
       tx: C's optimizer.
       schedule: C's learning-rate schedule, logged as `learning_rate` (None: not logged).
       loss: "logits" (LGD, default) or "features" (FGD).
-      attack: the training examples' attack, {"name": "pgd"|"fgsm"|"cw", options...}.
-      unroll: the attack's loop unrolling (`capjax.attacks._common.attack_loop`).
+      attack: crafts the training examples, (logits_fn, x, y, key) -> x_adv, built by
+        `capjax.attack_specs.training_attack` (default: PGD-10, eps 8/255).
     """
-
-    CONFIG_FIELD = "hgd.attack"
 
     denoiser: nn.Module
     target: nn.Module
@@ -105,13 +104,11 @@ class HGDTrainer(CraftsAgainstFrozenTarget):
     tx: optax.GradientTransformation
     schedule: optax.Schedule | None = None
     loss: str = "logits"
-    attack: Mapping[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_ATTACK))
-    unroll: bool | int | None = None
+    attack: AttackFn = dataclasses.field(default_factory=default_training_attack)
 
     def __post_init__(self):
         if self.loss not in GUIDED_LOSSES:
             raise ConfigError(f"Unknown hgd.loss {self.loss!r}; choose one of {GUIDED_LOSSES}.")
-        self.training_attack()
 
     def init_state(self, key: jax.Array, image_shape: tuple[int, ...]) -> HGDState:
         """A fresh denoiser for images of `image_shape` (H, W, C), and f's variables."""

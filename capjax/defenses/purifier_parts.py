@@ -4,8 +4,8 @@ purify function (CAFD, HGD, APE-GAN and CAP-GAN use them)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -20,6 +20,7 @@ TargetFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 FEATURE_SOURCES = ("head_input", "last_conv")
 # The attacks HGD and APE-GAN may train on (`capjax.attack_specs.training_attack` names).
 TRAINING_ATTACKS = ("pgd", "fgsm", "cw")
+DEFAULT_TRAINING_ATTACK = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
@@ -111,29 +112,22 @@ def training_batch(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     return data_lib.to_float(images), batch["label"]
 
 
+def default_training_attack() -> attack_specs.AttackFn:
+    """PGD L-inf, eps 8/255, step 2/255, 10 iterations: a trainer's attack when none is given."""
+    return attack_specs.training_attack(DEFAULT_TRAINING_ATTACK, "attack")
+
+
 class CraftsAgainstFrozenTarget:
     """The target f and the training attack of a purifier's trainer (HGD, APE-GAN, CAP-GAN).
 
-    A trainer dataclass mixes this in and has the fields `target`, `unroll` and the attack
-    spec named by `ATTACK_FIELD` (`attack`, or CAP-GAN's `domain_attack`); `CONFIG_FIELD`
-    names the config field in error messages and `ATTACK_NAMES` the attacks it allows.
+    A trainer dataclass mixes this in and has the fields `target` and `attack`, an attack
+    built and checked by `capjax.attack_specs.training_attack`.
     """
-
-    ATTACK_FIELD: ClassVar[str] = "attack"
-    CONFIG_FIELD: ClassVar[str]
-    ATTACK_NAMES: ClassVar[tuple[str, ...]] = TRAINING_ATTACKS
 
     def classify(self, target_variables: Any, x: jax.Array) -> jax.Array:
         """f(x) in eval mode with frozen variables (no gradient reaches f)."""
         return self.target.apply(jax.lax.stop_gradient(target_variables), x, train=False)
 
-    def training_attack(self) -> attack_specs.AttackFn:
-        """The configured attack, checked (ValueError on a bad spec)."""
-        spec: Mapping[str, Any] = getattr(self, self.ATTACK_FIELD)
-        return attack_specs.training_attack(
-            spec, self.CONFIG_FIELD, names=self.ATTACK_NAMES, unroll=self.unroll
-        )
-
     def craft(self, target_variables: Any, x: jax.Array, y: jax.Array, key) -> jax.Array:
-        """The training examples: the configured attack against f, as constants."""
-        return self.training_attack()(lambda v: self.classify(target_variables, v), x, y, key)
+        """The training examples: the trainer's attack against f, as constants."""
+        return self.attack(lambda v: self.classify(target_variables, v), x, y, key)

@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from capjax.attack_specs import training_attack
+from capjax.attack_specs import AttackFn, training_attack
 from capjax.core.errors import ConfigError
 from capjax.defenses.apegan import APEGANTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
@@ -38,8 +38,13 @@ def validate(config) -> None:
             f"Unknown apegan.generator.upsampling {a.generator.upsampling!r}; choose one of "
             f"{UPSAMPLING}."
         )
-    training_attack(a.attack, "apegan.attack", names=TRAINING_ATTACKS)  # the check
+    build_attack(config)  # the check
     classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
+
+
+def build_attack(config) -> AttackFn:
+    """`apegan.attack`, built and checked (`capjax.attack_specs.training_attack`)."""
+    return training_attack(config.apegan.attack, "apegan.attack", names=TRAINING_ATTACKS)
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> APEGANTrainer:
@@ -60,7 +65,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         schedule=schedule,
         mse_weight=a.mse_weight,
         gan_weight=a.gan_weight,
-        attack=a.attack.to_dict(),
+        attack=build_attack(config),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax.attack_specs import FeatureAttackFn, feature_attack
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.models.denoiser import CAFDDiscriminator
 from capjax.tasks.purifier_task import (
@@ -29,6 +30,17 @@ from capjax.tasks.purifier_task import (
 )
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
+
+
+def build_attack(config) -> FeatureAttackFn:
+    """`cafd.attack`, CAFA, built and checked (`capjax.attack_specs.feature_attack`)."""
+    return feature_attack(config.cafd.attack, "cafd.attack")
+
+
+def validate(config) -> None:
+    """The CAFD section's checks that need no data, before any training."""
+    build_attack(config)
+    classifier_lib.parse_dtype(config.cafd.dtype, "cafd.dtype")
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
@@ -54,9 +66,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         feature_source=c.feature_source,
         lambda_caf=c.lambda_caf,
         lambda_adv=c.lambda_adv,
-        attack_eps=c.attack.eps,
-        attack_step_size=c.attack.step_size,
-        attack_steps=c.attack.steps,
+        attack=build_attack(config),
     )
 
 
@@ -66,6 +76,7 @@ def load_purifier(config: ml_collections.ConfigDict, workdir: str):
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
+    validate(config)
     return load_finished_purifier(
         config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title="CAFD"
     )
@@ -85,6 +96,7 @@ def fingerprint(config) -> dict[str, Any]:
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Task entry point: target, denoiser, evaluation; returns the results dict."""
+    validate(config)
     return train_and_evaluate(
         config,
         workdir,

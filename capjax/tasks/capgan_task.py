@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from capjax.defenses.capgan import CAPGANTrainer, LossWeights
+from capjax.attack_specs import AttackFn, training_attack
+from capjax.defenses.capgan import DOMAIN_ATTACKS, CAPGANTrainer, LossWeights
 from capjax.eval.evaluate import plain_rows
 from capjax.eval.paper_match import run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
@@ -29,6 +30,20 @@ from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminato
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
 from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
+
+
+def build_attack(config) -> AttackFn:
+    """`capgan.domain.attack`, the attack that crafts domain A, built and checked."""
+    return training_attack(
+        config.capgan.domain.attack, "capgan.domain.attack", names=DOMAIN_ATTACKS
+    )
+
+
+def validate(config) -> None:
+    """The CAP-GAN section's checks that need no data, before any training."""
+    build_attack(config)
+    classifier_lib.parse_dtype(config.capgan.dtype, "capgan.dtype")
+    LossWeights(**config.capgan.loss.to_dict())
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAPGANTrainer:
@@ -59,7 +74,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         discriminator_tx=optimizer_from_config(t, schedule),
         weights=LossWeights(**c.loss.to_dict()),
         schedule=schedule,
-        domain_attack=c.domain.attack.to_dict(),
+        attack=build_attack(config),
     )
 
 
@@ -89,6 +104,7 @@ def load_purifier(config: ml_collections.ConfigDict, workdir: str):
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
+    validate(config)
     return load_finished_purifier(
         config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title="CAP-GAN"
     )
@@ -117,6 +133,7 @@ def report_rows(config, dataset_name: str | None) -> tuple[dict[str, dict], list
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Task entry point: f, the GAN pair, f' (if the evaluation needs it), the evaluation."""
+    validate(config)
     loss = config.capgan.loss
     return train_and_evaluate(
         config,

@@ -67,6 +67,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         stages.append(info)
         clock = now
 
+    for name, task, _ in PURIFIER_STAGES:  # before any training, so a typo loses no work
+        task.validate(stage_config(config, name, target_dir))
     dataset = classifier_lib.load_data(config, workdir)
     finished("data")
     trainer, result, _ = classifier_lib.train_classifier(

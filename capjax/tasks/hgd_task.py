@@ -18,7 +18,7 @@ from typing import Any
 
 import ml_collections
 
-from capjax.attack_specs import training_attack
+from capjax.attack_specs import AttackFn, training_attack
 from capjax.core.errors import ConfigError
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
@@ -37,8 +37,13 @@ def validate(config) -> None:
     """The HGD section's names, checked before any training."""
     if config.hgd.loss not in GUIDED_LOSSES:
         raise ConfigError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
-    training_attack(config.hgd.attack, "hgd.attack", names=TRAINING_ATTACKS)  # the check
+    build_attack(config)  # the check
     classifier_lib.parse_dtype(config.hgd.dtype, "hgd.dtype")
+
+
+def build_attack(config) -> AttackFn:
+    """`hgd.attack`, built and checked (`capjax.attack_specs.training_attack`)."""
+    return training_attack(config.hgd.attack, "hgd.attack", names=TRAINING_ATTACKS)
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> HGDTrainer:
@@ -52,7 +57,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
         tx=optimizer_from_config(t, schedule),
         schedule=schedule,
         loss=h.loss,
-        attack=h.attack.to_dict(),
+        attack=build_attack(config),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from capjax.attack_specs import training_attack
 from capjax.defenses.apegan import (
     APEGANState,
     APEGANTrainer,
@@ -18,6 +19,7 @@ from capjax.defenses.apegan import (
     discriminator_loss,
     generator_loss,
 )
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models import get_classifier
 from capjax.models.apegan_nets import APEGANDiscriminator, APEGANGenerator
 
@@ -48,7 +50,8 @@ def target():
     return model, jax.jit(model.init)(rbg_key(0), jnp.zeros((1, SIZE, SIZE, 3)))
 
 
-def make_trainer(target, **overrides) -> APEGANTrainer:
+def make_trainer(target, attack=ATTACK, **overrides) -> APEGANTrainer:
+    """A trainer whose attack is built from the spec `attack` as the APE-GAN task builds it."""
     model, variables = target
     options = dict(
         generator=APEGANGenerator(**SMALL_G),
@@ -59,7 +62,7 @@ def make_trainer(target, **overrides) -> APEGANTrainer:
         generator_tx=optax.adam(1e-2, b1=0.5),
         discriminator_tx=optax.adam(2e-3, b1=0.5),
         schedule=optax.constant_schedule(2e-3),
-        attack=ATTACK,
+        attack=training_attack(attack, "apegan.attack", names=TRAINING_ATTACKS),
     )
     options.update(overrides)
     return APEGANTrainer(**options)

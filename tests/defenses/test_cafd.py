@@ -15,7 +15,9 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from capjax.attack_specs import feature_attack
 from capjax.defenses.cafd import (
+    AUTHORS_CAFA,
     CAFDState,
     CAFDTrainer,
     caf_loss_eq6,
@@ -98,7 +100,7 @@ def make_trainer(target, **overrides) -> CAFDTrainer:
         # and single-device runs differ for no reason of interest.
         discriminator_tx=optax.sgd(1e-2, momentum=0.9),
         schedule=optax.constant_schedule(3e-3),
-        attack_steps=2,
+        attack=feature_attack({**AUTHORS_CAFA, "steps": 2}, "cafd.attack"),
     )
     options.update(overrides)
     return CAFDTrainer(**options)
@@ -371,7 +373,7 @@ def test_authors_feature_choices_train_the_denoiser(target):
     )
     _, variables = target
     x = jnp.asarray(toy_images(4, seed=6)[0] / 255, jnp.float32)
-    x_adv = jax.jit(trainer.attack)(variables, x, jax.random.key(0))
+    x_adv = jax.jit(trainer.craft)(variables, x, jax.random.key(0))
     assert float(jnp.max(jnp.abs(x_adv - x))) <= 8 / 255 + 1e-6
     for form in ("eq6", "eq7"):
         t = dataclasses.replace(trainer, loss_form=form)
@@ -393,8 +395,8 @@ def test_configuration_errors_are_loud(target):
         DUNet(widths=(8, 16), encoder_blocks=(1,), decoder_blocks=(1,))
     with pytest.raises(ValueError, match="loss_form"):
         make_trainer(target, loss_form="eq8")
-    with pytest.raises(ValueError, match="8/255"):
-        make_trainer(target, attack_eps=8.0)
+    with pytest.raises(ValueError, match="cafd.attack: .*8/255"):
+        feature_attack({**AUTHORS_CAFA, "eps": 8.0}, "cafd.attack")
     model, variables = target
     params = {k: v for k, v in variables["params"].items() if k != "head"}
     headless = {**variables, "params": params}

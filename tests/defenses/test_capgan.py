@@ -1,13 +1,12 @@
 """CAP-GAN losses, gradient routing, the train step and its sharding."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from capjax.attack_specs import training_attack
 from capjax.core import mesh as mesh_lib
 from capjax.defenses import capgan
 from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
@@ -24,7 +23,7 @@ def target():
     return model, variables
 
 
-def make_trainer(target, **weights):
+def make_trainer(target, attack=PGD_DOMAIN, **weights):
     # SGD, not Adam: Adam's first step is ~lr * sign(g), which turns float noise in tiny
     # gradients into full-size differences and would hide what the sharding test compares.
     model, variables = target
@@ -36,7 +35,7 @@ def make_trainer(target, **weights):
         generator_tx=optax.sgd(0.05),
         discriminator_tx=optax.sgd(0.05),
         weights=capgan.LossWeights(**weights),
-        domain_attack=PGD_DOMAIN,
+        attack=training_attack(attack, "capgan.domain.attack", names=capgan.DOMAIN_ATTACKS),
     )
 
 
@@ -291,6 +290,6 @@ def test_bad_settings_are_refused(target):
     with pytest.raises(ValueError, match="combine"):
         capgan.LossWeights(combine="mean")
     with pytest.raises(ValueError, match="capgan.domain.attack: .*8/255"):
-        dataclasses.replace(make_trainer(target), domain_attack={**PGD_DOMAIN, "eps": 8})
+        make_trainer(target, attack={**PGD_DOMAIN, "eps": 8})
     with pytest.raises(ValueError, match="Unknown training attack 'cw' in capgan.domain.attack"):
-        dataclasses.replace(make_trainer(target), domain_attack={"name": "cw", "eps": 0.03})
+        make_trainer(target, attack={"name": "cw", "eps": 0.03})

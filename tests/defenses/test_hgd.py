@@ -10,8 +10,9 @@ import numpy as np
 import optax
 import pytest
 
+from capjax.attack_specs import training_attack
 from capjax.defenses.hgd import HGDState, HGDTrainer, guided_loss
-from capjax.defenses.purifier_parts import frozen_target_fn
+from capjax.defenses.purifier_parts import TRAINING_ATTACKS, frozen_target_fn
 from capjax.models import get_classifier
 from capjax.models.denoiser import DUNet
 
@@ -43,7 +44,8 @@ def target():
     return model, jax.jit(model.init)(rbg_key(0), jnp.zeros((1, SIZE, SIZE, 3)))
 
 
-def make_trainer(target, **overrides) -> HGDTrainer:
+def make_trainer(target, attack=ATTACK, **overrides) -> HGDTrainer:
+    """A trainer whose attack is built from the spec `attack` as the HGD task builds it."""
     model, variables = target
     options = dict(
         denoiser=DUNet(**STEP_DUNET),
@@ -51,7 +53,7 @@ def make_trainer(target, **overrides) -> HGDTrainer:
         target_variables=variables,
         tx=optax.adam(3e-3),
         schedule=optax.constant_schedule(3e-3),
-        attack=ATTACK,
+        attack=training_attack(attack, "hgd.attack", names=TRAINING_ATTACKS),
     )
     options.update(overrides)
     return HGDTrainer(**options)

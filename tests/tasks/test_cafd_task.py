@@ -78,3 +78,19 @@ def test_target_checkpoint_of_another_model_is_named_in_the_error(tmp_path):
     config.target.model.kwargs = {"widths": (8, 16, 48)}  # not what that run trained
     with pytest.raises(ValueError, match="does not match this run"):
         run_task(config, str(tmp_path / "cafd"))
+
+
+@pytest.mark.parametrize(
+    "config_file, field",
+    [("cafd_cifar.py", "cafd"), ("demo.py", "cafd.cafd"), ("demo.py", "capgan.capgan.domain")],
+)
+def test_a_bad_training_attack_fails_before_anything_trains(tmp_path, config_file, field):
+    """The training attack is built when the task starts, so a typo costs no training."""
+    config = load_config(config_file, "smoke")
+    section = config
+    for name in field.split("."):
+        section = section[name]
+    section.attack.eps = 8.0
+    with pytest.raises(ValueError, match=rf"{field.split('.')[-1]}\.attack: .*did you mean 8/255"):
+        run_task(config, str(tmp_path))
+    assert not os.listdir(tmp_path)

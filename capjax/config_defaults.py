@@ -345,6 +345,117 @@ def capgan_config(*, data_name: str) -> ml_collections.ConfigDict:
     )
 
 
+# The baselines' training examples (HGD, APE-GAN): PGD L-inf, eps 8/255, step 2/255, 10 steps;
+# `:cw` variants train on CW-L2 (capjax's choice of its settings: the papers give none).
+BASELINE_PGD = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+BASELINE_CW = {
+    "name": "cw",
+    "steps": 100,
+    "binary_search_steps": 1,
+    "initial_const": 1.0,
+    "confidence": 0.0,
+    "learning_rate": 0.01,
+}
+
+
+def hgd_config(*, data_name: str) -> ml_collections.ConfigDict:
+    """HGD, the CAP-GAN paper's baseline: DUNET with the logits-guided loss, ResNet-18 target."""
+    return purifier_config(
+        task="hgd",
+        data_name=data_name,
+        target_model="resnet18",
+        section={
+            "dtype": "auto",  # denoiser compute dtype, as model.dtype
+            "denoiser": {
+                "widths": [64, 128, 256, 256, 256],
+                "encoder_blocks": [2, 3, 3, 3, 3],
+                "decoder_blocks": [3, 3, 3, 2],
+            },
+            "loss": "logits",  # logits: LGD | features: FGD
+            # The training examples, crafted against the target in every step:
+            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
+            "attack": dict(BASELINE_PGD),
+        },
+        train=train_config(
+            epochs=70,
+            batch_size=128,
+            optimizer="adam",
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            schedule="step",
+            milestones=[40, 50, 60],
+            gamma=0.3,
+            log_every_steps=20,
+        ),
+        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
+        # and end to end.
+        eval_config=purifier_eval(
+            pgd_step_size=2 / 255, paper={"clean": 0.8768, "pgd": 0.8477, "end_to_end": 0.0001}
+        ),
+    )
+
+
+def shrink_hgd_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Seconds on a CPU: synthetic data, tiny target and denoiser, 3-step attacks."""
+    shrink_target_to_smoke(config)
+    config.hgd.denoiser.widths = [8, 16, 16]
+    config.hgd.denoiser.encoder_blocks = [1, 1, 1]
+    config.hgd.denoiser.decoder_blocks = [1, 1]
+    config.hgd.attack.steps = 3
+    config.train.update({"epochs": 1, "batch_size": 64, "log_every_steps": 2, "milestones": []})
+    shrink_purifier_eval_to_smoke(config)
+    return config
+
+
+def apegan_config(*, data_name: str) -> ml_collections.ConfigDict:
+    """APE-GAN, the CAP-GAN paper's baseline: the paper's networks and losses, ResNet-18 target."""
+    return purifier_config(
+        task="apegan",
+        data_name=data_name,
+        target_model="resnet18",
+        section={
+            "dtype": "auto",  # generator/discriminator compute dtype, as model.dtype
+            "generator": {"widths": [64, 128], "upsampling": "nearest"},  # | bilinear
+            "discriminator": {"widths": [64, 128, 256]},
+            "mse_weight": 0.7,  # xi1
+            "gan_weight": 0.3,  # xi2
+            # The training examples, crafted against the target in every step:
+            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
+            "attack": dict(BASELINE_PGD),
+        },
+        train=train_config(
+            epochs=30,
+            batch_size=128,
+            optimizer="adam",
+            learning_rate=2e-4,
+            b1=0.5,
+            b2=0.999,
+            weight_decay=0.0,
+            schedule="constant",
+            milestones=[],
+            log_every_steps=20,
+        ),
+        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
+        # and end to end.
+        eval_config=purifier_eval(
+            pgd_step_size=2 / 255, paper={"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002}
+        ),
+    )
+
+
+def shrink_apegan_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Seconds on a CPU: synthetic data, tiny target and networks, 3-step attacks."""
+    shrink_target_to_smoke(config)
+    config.apegan.generator.widths = [8, 16]
+    config.apegan.discriminator.widths = [8, 16, 16]
+    config.apegan.attack.steps = 3
+    config.train.update(
+        {"epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "log_every_steps": 2}
+    )
+    shrink_purifier_eval_to_smoke(config)
+    return config
+
+
 def shrink_target_to_smoke(config: ml_collections.ConfigDict) -> None:
     """The smoke scale shared by defense tasks: synthetic data and a tiny target in seconds."""
     config.data.source = "synthetic"

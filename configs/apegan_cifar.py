@@ -28,82 +28,20 @@ the classifier, then purify; Table III) 55.32%, end to end PGD-40 (Table IV) 0.0
 reproduced with capjax (needs a GPU run); report.md prints these beside the measured numbers.
 """
 
-import ml_collections
-
 from capjax.config_defaults import (
+    BASELINE_CW,
+    apegan_config,
     check_variant,
     parse_variant,
-    purifier_config,
-    purifier_eval,
-    shrink_purifier_eval_to_smoke,
-    shrink_target_to_smoke,
-    train_config,
+    shrink_apegan_to_smoke,
 )
 from capjax.eval import paper_match
-
-PGD = {"name": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-CW = {
-    "name": "cw",
-    "steps": 100,
-    "binary_search_steps": 1,
-    "initial_const": 1.0,
-    "confidence": 0.0,
-    "learning_rate": 0.01,
-}
-
-
-def apegan_config(data_name: str = "cifar10") -> ml_collections.ConfigDict:
-    return purifier_config(
-        task="apegan",
-        data_name=data_name,
-        target_model="resnet18",
-        section={
-            "dtype": "auto",  # generator/discriminator compute dtype, as model.dtype
-            "generator": {"widths": [64, 128], "upsampling": "nearest"},  # | bilinear
-            "discriminator": {"widths": [64, 128, 256]},
-            "mse_weight": 0.7,  # xi1
-            "gan_weight": 0.3,  # xi2
-            # The training examples, crafted against the target in every step:
-            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
-            "attack": dict(PGD),
-        },
-        train=train_config(
-            epochs=30,
-            batch_size=128,
-            optimizer="adam",
-            learning_rate=2e-4,
-            b1=0.5,
-            b2=0.999,
-            weight_decay=0.0,
-            schedule="constant",
-            milestones=[],
-            log_every_steps=20,
-        ),
-        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
-        # and end to end.
-        eval_config=purifier_eval(
-            pgd_step_size=2 / 255, paper={"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002}
-        ),
-    )
-
-
-def shrink_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Seconds on a CPU: synthetic data, tiny target and networks, 3-step attacks."""
-    shrink_target_to_smoke(config)
-    config.apegan.generator.widths = [8, 16]
-    config.apegan.discriminator.widths = [8, 16, 16]
-    config.apegan.attack.steps = 3
-    config.train.update(
-        {"epochs": 1, "batch_size": 64, "learning_rate": 2e-3, "log_every_steps": 2}
-    )
-    shrink_purifier_eval_to_smoke(config)
-    return config
 
 
 def get_config(arg=None):
     variant = parse_variant(arg)
     check_variant(variant, {"cw", "smoke"}, "configs/apegan_cifar.py")
-    config = apegan_config("cifar10")
+    config = apegan_config(data_name="cifar10")
     # The CAP-GAN paper's APE-GAN numbers: CIFAR-10, its ResNet, trained on PGD examples.
     config.eval.paper_setting = paper_match.purifier_setting(
         dataset="cifar10",
@@ -112,8 +50,8 @@ def get_config(arg=None):
         training_attack="pgd",
     )
     if "cw" in variant:
-        config.apegan.attack = dict(CW)
+        config.apegan.attack = dict(BASELINE_CW)
         config.eval.paper = {"clean": -1.0, "pgd": -1.0, "end_to_end": -1.0}
     if "smoke" in variant:
-        shrink_to_smoke(config)
+        shrink_apegan_to_smoke(config)
     return config

@@ -13,7 +13,7 @@ Variants (comma-separated after the colon):
 - `validation`: hold out the last 5,000 training images and evaluate on them instead of the
   test split (`data.validation`), for tuning; results on the test set use no variant.
 - `smoke`: synthetic data, a narrow speedrun CNN and tiny purifiers, no AutoAttack rows,
-  for the tests (the target stage: seconds; the whole config: about 3.5 minutes).
+  for the tests (the target stage in seconds, the whole config in minutes).
 
 Target: the `speedrun` CNN (`capjax.models.speedrun`, airbench's layout) at CPU widths
 (stem 24, blocks 32, 128, 128), trained with the speed-run recipe: SGD with Nesterov
@@ -111,11 +111,10 @@ def eval_rows() -> dict:
 
     End to end, AutoAttack attacks only the images that end-to-end PGD-40 left robust
     (`"after"`, see `capjax.eval.suite`), so the row is the per-example worst case of both
-    attacks. Through the purifiers PGD-40 leaves almost none: run on its own over 100 images,
-    end-to-end AutoAttack took 150 s through CAFD and 617 s through CAP-GAN (third test run,
-    docs/cifar_cpu.md), which is what kept it to 100 images; after PGD-40 it attacks the
-    survivors of all 2,000. Through CAP-GAN that still took 622 s for 3 survivors: the cost
-    is compiling and running each component's loops through the generator, not the images.
+    attacks. Through the purifiers PGD-40 leaves almost none, so AutoAttack attacks the
+    survivors of all 2,000 images instead of a costly pass over a fixed 100. Through CAP-GAN
+    its cost is compiling and running each component's loops through the generator, not the
+    number of images (the timings are in docs/cifar_cpu.md, "third test run" onwards).
 
     End to end and through BPDA, PGD-40 stops on each image once it is misclassified
     (`early_stop`: outside jit, 10-step programs on the images still standing). The model it
@@ -261,9 +260,9 @@ def whole_config(variant: dict[str, str]) -> ml_collections.ConfigDict:
     )
     # Each stage is its task's whole config, linked to the demo's data, seed and classifier.
     config.classifier = demo_classifier(config)
-    # CAFD: 240 steps of 128 (30,720 images) fit issue #15's 15 minutes: 11 min
-    # 30 s behind the 32-128-128 target (2.2-2.9 s per step); 273 steps took 16 min 28 s on
-    # a slower day behind the 32-96-128 one. CAP-GAN: the first 10,000 images, twice.
+    # CAFD: 240 steps of 128 (30,720 images), sized to the CPU stage budget of 15 minutes
+    # (docs/cifar_cpu.md has the measured stage times). CAP-GAN: the first 10,000 images,
+    # twice.
     config.cafd = demo_stage(cafd, config, num_train=256 if smoke else 30_720)
     config.capgan = demo_stage(capgan, config, num_train=256 if smoke else 10_000)
     return config

@@ -23,7 +23,7 @@ it as on every zoo model). What differs from airbench, and why:
   `nn.max_pool`, but a gradient XLA:CPU runs fast (select-and-scatter is slow there).
 
 airbench94's widths are (64, 256, 256) with a 24-wide stem; `configs/cifar_cpu.py` uses a
-narrower net sized for a 2-core CPU (its docstring has the measured time and accuracy).
+narrower net sized for a CPU (its docstring says how the widths were chosen).
 """
 
 from __future__ import annotations

@@ -119,9 +119,9 @@ def test_readme_command_parses_and_starts(args, tmp_path, image_folder, monkeypa
 
     if config.data.source == "folder":
         # The run's first stage: the image folder, decoded and cached beside the run.
-        from capjax.train.classifier import load_data
+        from capjax.data import load_from_config
 
-        dataset = load_data(config, workdir)
+        dataset = load_from_config(config, workdir)
         assert dataset.num_classes == len(CLASSES)
         assert dataset.train_images.shape == (len(CLASSES) * 32, 32, 32, 3)
         assert os.listdir(os.path.join(workdir, "data_cache"))

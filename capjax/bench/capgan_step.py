@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from capjax import data as data_lib
 from capjax.bench.measure import describe_device, median_seconds, print_table
 from capjax.bench.purifier_step import purifier_step, step_parser
 from capjax.config_defaults import capgan_config, cpu_sized_capgan_loss, shrink_capgan_to_smoke
@@ -77,7 +78,7 @@ def trained_target(workdir: str, batch_size: int):
     """(run config, (model, variables), batch) of the finished classifier run in `workdir`:
     its first `batch_size` training images, read as its config names them."""
     run = read_run_config(workdir)
-    dataset = classifier_lib.load_data(run, workdir)
+    dataset = data_lib.load_from_config(run, workdir)
     target = classifier_lib.restore_classifier(
         run, workdir, dataset.num_classes, dataset.image_shape
     )

@@ -2,13 +2,14 @@
 augmentation.
 
     ds = load_dataset("synthetic")                      # or "folder", "tfds"
+    ds = load_from_config(config, workdir)              # a run config's `data` and `seed`
     it = BatchIterator(ds.train_images, ds.train_labels, global_batch_size=128, seed=0)
     batch = next(it)                                    # {"image": uint8, "label": int32}
     x = augment_batch(batch["image"], key)              # inside jit: float32 in [0, 1]
 """
 
 from capjax.data.augment import augment_batch, to_float
-from capjax.data.dataset import SOURCES, Dataset, load_dataset
+from capjax.data.dataset import SOURCES, Dataset, load_dataset, load_from_config
 from capjax.data.iterator import BatchIterator, eval_batches
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "augment_batch",
     "eval_batches",
     "load_dataset",
+    "load_from_config",
     "to_float",
 ]

@@ -8,6 +8,7 @@ iterator trivially deterministic and resumable.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -182,3 +183,31 @@ def load_dataset(
             name or "cifar10", data_dir=data_dir, num_train=num_train, num_test=num_test
         )
     raise ConfigError(f"Unknown data source {source!r}; known sources: {', '.join(SOURCES)}.")
+
+
+def load_from_config(config, workdir: str | None) -> Dataset:
+    """The dataset a run config's `data` section names, drawn with its `seed` (folders are
+    cached beside the run, in `workdir/data_cache`, unless `data.cache_dir` says where).
+
+    `data.validation` > 0 returns the validation view (`Dataset.holdout`): that many training
+    images held out and served as the test split, for tuning without the test set.
+    """
+    d = config.data
+    cache_dir = d.get("cache_dir") or (os.path.join(workdir, "data_cache") if workdir else None)
+    validation = d.get("validation", 0) or 0
+    # With a validation holdout, it is carved from the whole training split first; num_train
+    # and num_test then count within the remaining training images and the validation set.
+    dataset = load_dataset(
+        d.source,
+        name=d.get("name"),
+        data_dir=d.get("dir"),
+        cache_dir=cache_dir,
+        num_train=0 if validation and d.source != "synthetic" else d.get("num_train", 0),
+        num_test=0 if validation else d.get("num_test", 0),
+        seed=config.seed,
+    )
+    if not validation:
+        return dataset
+    dataset = dataset.holdout(validation)
+    num_train = 0 if d.source == "synthetic" else d.get("num_train", 0)
+    return dataset.take(num_train=num_train, num_test=d.get("num_test", 0))

@@ -19,12 +19,12 @@ from typing import Any
 import ml_collections
 
 from capjax.attack_specs import AttackFn, training_attack
+from capjax.core.dtypes import parse_dtype
 from capjax.core.errors import ConfigError
 from capjax.defenses.apegan import APEGANTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.apegan_nets import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
-from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLE = "APE-GAN"
@@ -39,7 +39,7 @@ def validate(config) -> None:
             f"{UPSAMPLING}."
         )
     build_attack(config)  # the check
-    classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
+    parse_dtype(a.dtype, "apegan.dtype")
 
 
 def build_attack(config) -> AttackFn:
@@ -52,7 +52,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     a, t = config.apegan, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    dtype = classifier_lib.parse_dtype(a.dtype, "apegan.dtype")
+    dtype = parse_dtype(a.dtype, "apegan.dtype")
     return APEGANTrainer(
         generator=APEGANGenerator(
             widths=tuple(a.generator.widths), upsampling=a.generator.upsampling, dtype=dtype

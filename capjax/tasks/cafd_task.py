@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 
 from capjax.attack_specs import FeatureAttackFn, feature_attack
+from capjax.core.dtypes import parse_dtype
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.models.denoiser import CAFDDiscriminator
 from capjax.tasks.purifier_task import (
@@ -28,7 +29,6 @@ from capjax.tasks.purifier_task import (
     load_finished_purifier,
     train_and_evaluate,
 )
-from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 
@@ -40,14 +40,14 @@ def build_attack(config) -> FeatureAttackFn:
 def validate(config) -> None:
     """The CAFD section's checks that need no data, before any training."""
     build_attack(config)
-    classifier_lib.parse_dtype(config.cafd.dtype, "cafd.dtype")
+    parse_dtype(config.cafd.dtype, "cafd.dtype")
 
 
 def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -> CAFDTrainer:
     c, t = config.cafd, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    dtype = classifier_lib.parse_dtype(c.dtype, "cafd.dtype")
+    dtype = parse_dtype(c.dtype, "cafd.dtype")
     return CAFDTrainer(
         denoiser=dunet_from_config(c, dtype),
         discriminator=CAFDDiscriminator(

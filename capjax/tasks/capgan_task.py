@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from capjax.attack_specs import AttackFn, training_attack
+from capjax.core.dtypes import parse_dtype
 from capjax.defenses.capgan import DOMAIN_ATTACKS, CAPGANTrainer, LossWeights
 from capjax.eval.evaluate import plain_rows
 from capjax.eval.paper_match import run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
 from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
-from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 
@@ -42,7 +42,7 @@ def build_attack(config) -> AttackFn:
 def validate(config) -> None:
     """The CAP-GAN section's checks that need no data, before any training."""
     build_attack(config)
-    classifier_lib.parse_dtype(config.capgan.dtype, "capgan.dtype")
+    parse_dtype(config.capgan.dtype, "capgan.dtype")
     LossWeights(**config.capgan.loss.to_dict())
 
 
@@ -51,7 +51,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     c, t = config.capgan, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
 
-    dtype = classifier_lib.parse_dtype(c.dtype, "capgan.dtype")
+    dtype = parse_dtype(c.dtype, "capgan.dtype")
     return CAPGANTrainer(
         generator=AttentionGenerator(
             base_width=c.generator.base_width,

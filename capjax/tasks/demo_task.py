@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
 from capjax.eval.defense import Defense, keyed, weights_fingerprint
 from capjax.eval.evaluate import evaluate_defense, plain_rows
@@ -69,7 +70,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     for name, task, _ in PURIFIER_STAGES:  # before any training, so a typo loses no work
         task.validate(stage_config(config, name, target_dir))
-    dataset = classifier_lib.load_data(config, workdir)
+    dataset = data_lib.load_from_config(config, workdir)
     finished("data")
     trainer, result, _ = classifier_lib.train_classifier(
         classifier_config, target_dir, dataset, mesh

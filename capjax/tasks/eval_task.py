@@ -16,6 +16,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
 from capjax.core.errors import ConfigError
 from capjax.eval.defense import Defense
@@ -53,7 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mesh = mesh_lib.make_mesh()
     mesh_lib.check_global_batch(config.eval.batch_size, mesh, "eval.batch_size")
     data_config = _data_config(config)
-    dataset = classifier_lib.load_data(data_config, workdir)
+    dataset = data_lib.load_from_config(data_config, workdir)
     options = config.defense_options.get(config.defense)
     defense = load_defense(
         config.defense,

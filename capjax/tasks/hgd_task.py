@@ -19,6 +19,7 @@ from typing import Any
 import ml_collections
 
 from capjax.attack_specs import AttackFn, training_attack
+from capjax.core.dtypes import parse_dtype
 from capjax.core.errors import ConfigError
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
@@ -27,7 +28,6 @@ from capjax.tasks.purifier_task import (
     load_finished_purifier,
     train_and_evaluate,
 )
-from capjax.train import classifier as classifier_lib
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
@@ -38,7 +38,7 @@ def validate(config) -> None:
     if config.hgd.loss not in GUIDED_LOSSES:
         raise ConfigError(f"Unknown hgd.loss {config.hgd.loss!r}; choose one of {GUIDED_LOSSES}.")
     build_attack(config)  # the check
-    classifier_lib.parse_dtype(config.hgd.dtype, "hgd.dtype")
+    parse_dtype(config.hgd.dtype, "hgd.dtype")
 
 
 def build_attack(config) -> AttackFn:
@@ -51,7 +51,7 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     h, t = config.hgd, config.train
     schedule = schedule_from_config(t, steps_per_epoch)
     return HGDTrainer(
-        denoiser=dunet_from_config(h, classifier_lib.parse_dtype(h.dtype, "hgd.dtype")),
+        denoiser=dunet_from_config(h, parse_dtype(h.dtype, "hgd.dtype")),
         target=target_model,
         target_variables=target_variables,
         tx=optimizer_from_config(t, schedule),

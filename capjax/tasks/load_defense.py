@@ -19,6 +19,7 @@ from typing import Any
 
 import ml_collections
 
+from capjax import data as data_lib
 from capjax.core.errors import ConfigError
 from capjax.eval.defense import Defense, keyed
 from capjax.train import classifier as classifier_lib
@@ -80,7 +81,7 @@ def load_classifier(workdir: str, dataset=None):
     config = read_run_config(workdir)
     if config.get("task") != "classifier":
         raise ConfigError(f"{workdir} holds a {config.get('task')!r} run, not a classifier run.")
-    dataset = classifier_lib.load_data(config, workdir) if dataset is None else dataset
+    dataset = data_lib.load_from_config(config, workdir) if dataset is None else dataset
     model, variables = classifier_lib.restore_classifier(
         config, workdir, dataset.num_classes, dataset.image_shape
     )

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from capjax import data as data_lib
 from capjax.attacks.feature import zoo_class_activation_fn
 from capjax.core import mesh as mesh_lib
 from capjax.core.errors import ConfigError
@@ -172,7 +173,7 @@ def train_and_evaluate(
             f"train.adversarial applies to classifier training, not to the {task} purifier; "
             f"to defend an adversarially trained target, set target.train.adversarial."
         )
-    dataset = classifier_lib.load_data(config, workdir)
+    dataset = data_lib.load_from_config(config, workdir)
     trainer, result = train_purifier(
         config,
         workdir,
@@ -234,7 +235,7 @@ def load_finished_purifier(
     Raises:
       ValueError: the run has not finished, or its checkpoints belong to another config.
     """
-    dataset = classifier_lib.load_data(config, workdir)
+    dataset = data_lib.load_from_config(config, workdir)
     target_model, target_variables = restore_target(config, workdir, dataset)
     steps_per_epoch = len(dataset.train_labels) // config.train.batch_size
     trainer = make_trainer(config, target_model, target_variables, steps_per_epoch)

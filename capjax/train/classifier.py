@@ -20,6 +20,7 @@ import optax
 
 from capjax import data as data_lib
 from capjax.core import mesh as mesh_lib
+from capjax.core.dtypes import parse_dtype
 from capjax.core.errors import ConfigError
 from capjax.metrics import accuracy
 from capjax.models import classifier_names, get_classifier
@@ -27,11 +28,6 @@ from capjax.train.adversarial import AdversarialTraining, adversarial_fingerprin
 from capjax.train.checkpoint import Checkpointer, abstract_on, state_fingerprint
 from capjax.train.loop import FitResult, LoopConfig, fit
 from capjax.train.optim import optimizer_from_config, schedule_from_config
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-# `dtype="auto"`: bfloat16 where it is fast (GPU tensor cores, TPU MXU), float32 on CPU.
-AUTO_DTYPE = "auto"
-_BFLOAT16_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 
 
 @flax.struct.dataclass
@@ -44,34 +40,6 @@ class ClassifierState:
     @property
     def variables(self) -> dict[str, Any]:
         return {"params": self.params, "batch_stats": self.batch_stats}
-
-
-def auto_dtype(platform: str | None = None) -> Any:
-    """The compute dtype "auto" stands for on `platform` (default: JAX's default backend)."""
-    platform = jax.default_backend() if platform is None else platform
-    return jnp.bfloat16 if platform in _BFLOAT16_PLATFORMS else jnp.float32
-
-
-def parse_dtype(name: str, field: str, *, allow_auto: bool = True) -> Any:
-    """A config's dtype name -> the jnp dtype; "auto" (compute dtypes only) -> `auto_dtype()`.
-
-    The compute dtype never enters a checkpoint: parameters, batch statistics and optimizer
-    state keep `param_dtype`, so a run resumes on another platform whatever "auto" becomes.
-
-    Raises:
-      ValueError: an unknown name, or "auto" where `allow_auto` is False (storage dtypes).
-    """
-    if name == AUTO_DTYPE:
-        if not allow_auto:
-            raise ConfigError(
-                f"{field}='auto' is not allowed: storage dtypes are chosen explicitly (keep "
-                f"float32); 'auto' is for the compute dtype. Choose one of {tuple(DTYPES)}."
-            )
-        return auto_dtype()
-    if name not in DTYPES:
-        choices = tuple(DTYPES) + ((AUTO_DTYPE,) if allow_auto else ())
-        raise ConfigError(f"Unknown {field} {name!r}; choose one of {choices}.")
-    return DTYPES[name]
 
 
 def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
@@ -100,33 +68,6 @@ def build_classifier(model_config: ml_collections.ConfigDict, num_classes: int):
 
         return ThermometerInput(model, levels=levels)
     return model
-
-
-def load_data(config: ml_collections.ConfigDict, workdir: str | None) -> data_lib.Dataset:
-    """The dataset a config's `data` section names (cached beside the run for folders).
-
-    `data.validation` > 0 returns the validation view (`Dataset.holdout`): that many training
-    images held out and served as the test split, for tuning without the test set.
-    """
-    d = config.data
-    cache_dir = d.get("cache_dir") or (os.path.join(workdir, "data_cache") if workdir else None)
-    validation = d.get("validation", 0) or 0
-    # With a validation holdout, it is carved from the whole training split first; num_train
-    # and num_test then count within the remaining training images and the validation set.
-    dataset = data_lib.load_dataset(
-        d.source,
-        name=d.get("name"),
-        data_dir=d.get("dir"),
-        cache_dir=cache_dir,
-        num_train=0 if validation and d.source != "synthetic" else d.get("num_train", 0),
-        num_test=0 if validation else d.get("num_test", 0),
-        seed=config.seed,
-    )
-    if not validation:
-        return dataset
-    dataset = dataset.holdout(validation)
-    num_train = 0 if d.source == "synthetic" else d.get("num_train", 0)
-    return dataset.take(num_train=num_train, num_test=d.get("num_test", 0))
 
 
 def validate_config(config: ml_collections.ConfigDict, mesh) -> None:
@@ -286,7 +227,7 @@ def train_classifier(
     """Trains (or resumes, or finds finished) the classifier described by `config`."""
     mesh = mesh_lib.make_mesh() if mesh is None else mesh
     validate_config(config, mesh)
-    dataset = load_data(config, workdir) if dataset is None else dataset
+    dataset = data_lib.load_from_config(config, workdir) if dataset is None else dataset
     batches = train_batches(dataset, config)
     trainer = make_trainer(config, batches.steps_per_epoch, dataset.num_classes)
     if hasattr(trainer.model, "fit_to_data"):

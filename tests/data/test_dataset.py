@@ -79,15 +79,15 @@ def test_holdout_serves_the_last_training_images_as_the_test_split():
             _dataset().holdout(bad)
 
 
-def test_load_data_validation_counts_within_the_holdout(tmp_path):
+def test_load_from_config_validation_counts_within_the_holdout(tmp_path):
     import ml_collections
 
     from capjax.config_defaults import data_config
-    from capjax.train.classifier import load_data
+    from capjax.data import load_from_config
 
     config = ml_collections.ConfigDict({"seed": 0, "data": data_config("synthetic")})
     config.data.update({"num_train": 300, "num_test": 40, "validation": 100})
-    ds = load_data(config, str(tmp_path))
+    ds = load_from_config(config, str(tmp_path))
     full = load_dataset("synthetic", num_train=300)
     assert len(ds.train_labels) == 200 and len(ds.test_labels) == 40
     np.testing.assert_array_equal(ds.test_images, full.train_images[200:240])

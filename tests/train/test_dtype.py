@@ -15,6 +15,7 @@ from capjax.config_defaults import (
     shrink_cafd_to_smoke,
     shrink_to_smoke,
 )
+from capjax.core.dtypes import auto_dtype, parse_dtype
 from capjax.tasks import cafd_task as cafd_task
 from capjax.train import classifier as classifier_lib
 from capjax.train import targets
@@ -34,22 +35,22 @@ def test_auto_is_the_default_compute_dtype_and_storage_stays_float32():
     [("cpu", jnp.float32), ("gpu", jnp.bfloat16), ("cuda", jnp.bfloat16), ("tpu", jnp.bfloat16)],
 )
 def test_auto_resolves_by_platform(platform, expected):
-    assert classifier_lib.auto_dtype(platform) == expected
+    assert auto_dtype(platform) == expected
 
 
 def test_parse_dtype_resolves_auto_on_the_running_backend(monkeypatch):
     assert jax.default_backend() == "cpu"
-    assert classifier_lib.parse_dtype("auto", "model.dtype") == jnp.float32
+    assert parse_dtype("auto", "model.dtype") == jnp.float32
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
-    assert classifier_lib.parse_dtype("auto", "model.dtype") == jnp.bfloat16
-    assert classifier_lib.parse_dtype("float32", "model.dtype") == jnp.float32
+    assert parse_dtype("auto", "model.dtype") == jnp.bfloat16
+    assert parse_dtype("float32", "model.dtype") == jnp.float32
 
 
 def test_auto_is_refused_for_the_parameter_dtype():
     with pytest.raises(ValueError, match="model.param_dtype='auto' is not allowed.*float32"):
-        classifier_lib.parse_dtype("auto", "model.param_dtype", allow_auto=False)
+        parse_dtype("auto", "model.param_dtype", allow_auto=False)
     with pytest.raises(ValueError, match="Unknown model.dtype 'fp8'.*'auto'"):
-        classifier_lib.parse_dtype("fp8", "model.dtype")
+        parse_dtype("fp8", "model.dtype")
     config = shrink_to_smoke(
         classifier_config(data=data_config("synthetic"), model=model_config("tiny"))
     )

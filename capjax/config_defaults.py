@@ -358,12 +358,34 @@ BASELINE_CW = {
 }
 
 
-def hgd_config(*, data_name: str) -> ml_collections.ConfigDict:
-    """HGD, the CAP-GAN paper's baseline: DUNET with the logits-guided loss, ResNet-18 target."""
+def baseline_config(
+    *, task: str, data_name: str, section: dict, train: dict, paper: dict[str, float]
+) -> ml_collections.ConfigDict:
+    """A CAP-GAN paper baseline (HGD, APE-GAN): a ResNet-18 target, training examples crafted
+    against it in every step (`attack`, `BASELINE_PGD` by default), and PGD-40 at eps 8/255,
+    step 2/255 in the evaluation (the paper does not give its step).
+
+    Args:
+      section: the task's own section, without `attack`.
+      paper: the paper's accuracies (negative: none): clean, PGD-40 white-box (purified) and
+        end to end.
+    """
     return purifier_config(
-        task="hgd",
+        task=task,
         data_name=data_name,
         target_model="resnet18",
+        # The training examples: {"name": "pgd" | "fgsm" | "cw", options of that attack}.
+        section={**section, "attack": dict(BASELINE_PGD)},
+        train=train,
+        eval_config=purifier_eval(pgd_step_size=2 / 255, paper=paper),
+    )
+
+
+def hgd_config(*, data_name: str) -> ml_collections.ConfigDict:
+    """HGD: DUNET with the logits-guided loss, trained with CAFD's DUNET recipe."""
+    return baseline_config(
+        task="hgd",
+        data_name=data_name,
         section={
             "dtype": "auto",  # denoiser compute dtype, as model.dtype
             "denoiser": {
@@ -372,9 +394,6 @@ def hgd_config(*, data_name: str) -> ml_collections.ConfigDict:
                 "decoder_blocks": [3, 3, 3, 2],
             },
             "loss": "logits",  # logits: LGD | features: FGD
-            # The training examples, crafted against the target in every step:
-            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
-            "attack": dict(BASELINE_PGD),
         },
         train=train_config(
             epochs=70,
@@ -387,11 +406,7 @@ def hgd_config(*, data_name: str) -> ml_collections.ConfigDict:
             gamma=0.3,
             log_every_steps=20,
         ),
-        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
-        # and end to end.
-        eval_config=purifier_eval(
-            pgd_step_size=2 / 255, paper={"clean": 0.8768, "pgd": 0.8477, "end_to_end": 0.0001}
-        ),
+        paper={"clean": 0.8768, "pgd": 0.8477, "end_to_end": 0.0001},
     )
 
 
@@ -408,20 +423,16 @@ def shrink_hgd_to_smoke(config: ml_collections.ConfigDict) -> ml_collections.Con
 
 
 def apegan_config(*, data_name: str) -> ml_collections.ConfigDict:
-    """APE-GAN, the CAP-GAN paper's baseline: the paper's networks and losses, ResNet-18 target."""
-    return purifier_config(
+    """APE-GAN: the paper's networks, losses and optimizer."""
+    return baseline_config(
         task="apegan",
         data_name=data_name,
-        target_model="resnet18",
         section={
             "dtype": "auto",  # generator/discriminator compute dtype, as model.dtype
             "generator": {"widths": [64, 128], "upsampling": "nearest"},  # | bilinear
             "discriminator": {"widths": [64, 128, 256]},
             "mse_weight": 0.7,  # xi1
             "gan_weight": 0.3,  # xi2
-            # The training examples, crafted against the target in every step:
-            # {"name": "pgd" | "fgsm" | "cw", options of that capjax.attacks function}.
-            "attack": dict(BASELINE_PGD),
         },
         train=train_config(
             epochs=30,
@@ -435,11 +446,7 @@ def apegan_config(*, data_name: str) -> ml_collections.ConfigDict:
             milestones=[],
             log_every_steps=20,
         ),
-        # The paper's accuracies (negative: none): clean and PGD-40 white-box (purified)
-        # and end to end.
-        eval_config=purifier_eval(
-            pgd_step_size=2 / 255, paper={"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002}
-        ),
+        paper={"clean": 0.8415, "pgd": 0.5532, "end_to_end": 0.0002},
     )
 
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_collections
-
 from capjax.attack_specs import AttackFn, training_attack
 from capjax.core.dtypes import parse_dtype
 from capjax.core.errors import ConfigError
 from capjax.defenses.apegan import APEGANTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
 from capjax.models.apegan_nets import UPSAMPLING, APEGANDiscriminator, APEGANGenerator
-from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
+from capjax.tasks.purifier_task import PurifierTask
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLE = "APE-GAN"
@@ -77,28 +75,14 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def load_purifier(config: ml_collections.ConfigDict, workdir: str):
-    """(purify, classifier logits_fn) of a finished APE-GAN run in `workdir`.
-
-    Raises:
-      ValueError: the run has not finished, or its checkpoints belong to another config.
-    """
-    validate(config)
-    return load_finished_purifier(
-        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title=TITLE
-    )
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: target, generator and discriminator, evaluation; the results dict."""
-    validate(config)
-    return train_and_evaluate(
-        config,
-        workdir,
-        task="apegan",
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title=TITLE,
-        purifier_weights=lambda state: state.generator_params,
-        extra_results={"attack": config.apegan.attack.to_dict()},
-    )
+TASK = PurifierTask(
+    name="apegan",
+    validate=validate,
+    make_trainer=make_trainer,
+    fingerprint=fingerprint,
+    title=lambda config: TITLE,
+    purifier_weights=lambda state: state.generator_params,
+    facts=lambda config: {"attack": config.apegan.attack.to_dict()},
+)
+run = TASK.run  # target, generator and discriminator, evaluation; the results dict
+load_purifier = TASK.load_purifier

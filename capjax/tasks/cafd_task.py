@@ -18,17 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_collections
-
 from capjax.attack_specs import FeatureAttackFn, feature_attack
 from capjax.core.dtypes import parse_dtype
 from capjax.defenses.cafd import CAFDTrainer
 from capjax.models.denoiser import CAFDDiscriminator
-from capjax.tasks.purifier_task import (
-    dunet_from_config,
-    load_finished_purifier,
-    train_and_evaluate,
-)
+from capjax.tasks.purifier_task import PurifierTask, dunet_from_config
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 
@@ -70,18 +64,6 @@ def make_trainer(config, target_model, target_variables, steps_per_epoch: int) -
     )
 
 
-def load_purifier(config: ml_collections.ConfigDict, workdir: str):
-    """(purify, classifier logits_fn) of a finished CAFD run in `workdir`, for attacks and eval.
-
-    Raises:
-      ValueError: the run has not finished, or its checkpoints belong to another config.
-    """
-    validate(config)
-    return load_finished_purifier(
-        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title="CAFD"
-    )
-
-
 def fingerprint(config) -> dict[str, Any]:
     """The config fields a finished run's checkpoints must match to be resumed or loaded."""
     c = config.cafd
@@ -94,16 +76,14 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: target, denoiser, evaluation; returns the results dict."""
-    validate(config)
-    return train_and_evaluate(
-        config,
-        workdir,
-        task="cafd",
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title="CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)",
-        purifier_weights=lambda state: state.denoiser_params,
-        extra_results={"loss_form": config.cafd.loss_form},
-    )
+TASK = PurifierTask(
+    name="cafd",
+    validate=validate,
+    make_trainer=make_trainer,
+    fingerprint=fingerprint,
+    title=lambda config: "CAFD" if config.cafd.loss_form == "eq7" else "CAFD' (Eq. 6)",
+    purifier_weights=lambda state: state.denoiser_params,
+    facts=lambda config: {"loss_form": config.cafd.loss_form},
+)
+run = TASK.run  # target, denoiser, evaluation; the results dict
+load_purifier = TASK.load_purifier

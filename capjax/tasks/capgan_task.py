@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from capjax.attack_specs import AttackFn, training_attack
 from capjax.core.dtypes import parse_dtype
@@ -28,7 +27,7 @@ from capjax.eval.evaluate import plain_rows
 from capjax.eval.paper_match import run_facts
 from capjax.eval.paper_suites import attach_paper_numbers
 from capjax.models.capgan_nets import AttentionGenerator, MultiScaleDiscriminator
-from capjax.tasks.purifier_task import load_finished_purifier, train_and_evaluate
+from capjax.tasks.purifier_task import PurifierTask
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 
@@ -98,18 +97,6 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def load_purifier(config: ml_collections.ConfigDict, workdir: str):
-    """(purify, classifier logits_fn) of a finished CAP-GAN run in `workdir`.
-
-    Raises:
-      ValueError: the run has not finished, or its checkpoints belong to another config.
-    """
-    validate(config)
-    return load_finished_purifier(
-        config, workdir, make_trainer=make_trainer, fingerprint=fingerprint(config), title="CAP-GAN"
-    )
-
-
 def attention_figure(trainer: CAPGANTrainer, state) -> Any:
     """(x, x_adv) -> the figure's extra rows: T_A->C's attention on x_adv, at image size."""
     params = state.generator_params["a2c"]
@@ -131,24 +118,6 @@ def report_rows(config, dataset_name: str | None) -> tuple[dict[str, dict], list
     return attach_paper_numbers(plain_rows(config.eval.rows), CAPGAN_SUITES, "capgan", facts)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: f, the GAN pair, f' (if the evaluation needs it), the evaluation."""
-    validate(config)
-    loss = config.capgan.loss
-    return train_and_evaluate(
-        config,
-        workdir,
-        task="capgan",
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title="CAP-GAN" + _ablation_suffix(loss),
-        purifier_weights=lambda state: state.generator_params["a2c"],
-        rows=report_rows,
-        figure_extra=attention_figure,
-        extra_results={"loss": loss.to_dict()},
-    )
-
-
 def _ablation_suffix(loss) -> str:
     off = [
         name
@@ -157,3 +126,18 @@ def _ablation_suffix(loss) -> str:
     ]
     extra = f" (without {', '.join(off)})" if off else ""
     return extra + f", alpha {loss.alpha:g}, T {loss.temperature:g}"
+
+
+TASK = PurifierTask(
+    name="capgan",
+    validate=validate,
+    make_trainer=make_trainer,
+    fingerprint=fingerprint,
+    title=lambda config: "CAP-GAN" + _ablation_suffix(config.capgan.loss),
+    purifier_weights=lambda state: state.generator_params["a2c"],
+    facts=lambda config: {"loss": config.capgan.loss.to_dict()},
+    rows=report_rows,
+    figure_extra=attention_figure,
+)
+run = TASK.run  # f, the GAN pair, f' (if the evaluation needs it), the evaluation
+load_purifier = TASK.load_purifier

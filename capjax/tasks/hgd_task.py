@@ -16,18 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_collections
-
 from capjax.attack_specs import AttackFn, training_attack
 from capjax.core.dtypes import parse_dtype
 from capjax.core.errors import ConfigError
 from capjax.defenses.hgd import GUIDED_LOSSES, HGDTrainer
 from capjax.defenses.purifier_parts import TRAINING_ATTACKS
-from capjax.tasks.purifier_task import (
-    dunet_from_config,
-    load_finished_purifier,
-    train_and_evaluate,
-)
+from capjax.tasks.purifier_task import PurifierTask, dunet_from_config
 from capjax.train.optim import optimizer_from_config, schedule_from_config
 
 TITLES = {"logits": "HGD (LGD)", "features": "HGD (FGD)"}
@@ -70,32 +64,14 @@ def fingerprint(config) -> dict[str, Any]:
     }
 
 
-def load_purifier(config: ml_collections.ConfigDict, workdir: str):
-    """(purify, classifier logits_fn) of a finished HGD run in `workdir`, for attacks and eval.
-
-    Raises:
-      ValueError: the run has not finished, or its checkpoints belong to another config.
-    """
-    validate(config)
-    return load_finished_purifier(
-        config,
-        workdir,
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title=TITLES[config.hgd.loss],
-    )
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Task entry point: target, denoiser, evaluation; returns the results dict."""
-    validate(config)
-    return train_and_evaluate(
-        config,
-        workdir,
-        task="hgd",
-        make_trainer=make_trainer,
-        fingerprint=fingerprint(config),
-        title=TITLES[config.hgd.loss],
-        purifier_weights=lambda state: state.denoiser_params,
-        extra_results={"loss": config.hgd.loss, "attack": config.hgd.attack.to_dict()},
-    )
+TASK = PurifierTask(
+    name="hgd",
+    validate=validate,
+    make_trainer=make_trainer,
+    fingerprint=fingerprint,
+    title=lambda config: TITLES[config.hgd.loss],
+    purifier_weights=lambda state: state.denoiser_params,
+    facts=lambda config: {"loss": config.hgd.loss, "attack": config.hgd.attack.to_dict()},
+)
+run = TASK.run  # target, denoiser, evaluation; the results dict
+load_purifier = TASK.load_purifier

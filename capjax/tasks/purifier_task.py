@@ -2,13 +2,15 @@
 purifier, evaluation through the suite, each resumable; and the restore of a finished run's
 purifier.
 
-A task module supplies `make_trainer(config, target_model, target_variables,
-steps_per_epoch)` (a trainer with `init_state(key, image_shape)`, `train_step` and
-`purify(state)`) and its checkpoint `fingerprint(config)`; this module does the rest.
+A task module describes itself as a `PurifierTask`: its early checks, `make_trainer(config,
+target_model, target_variables, steps_per_epoch)` (a trainer with `init_state(key,
+image_shape)`, `train_step` and `purify(state)`), its checkpoint `fingerprint(config)` and its
+title; `PurifierTask.run` and `PurifierTask.load_purifier` do the rest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -259,3 +261,64 @@ def load_finished_purifier(
     return trainer.purify(state), classifier_lib.eval_logits_fn(
         trainer.target, trainer.target_variables
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class PurifierTask:
+    """What a trained-purifier task supplies, and the `run` and `load_purifier` that every
+    such task (CAFD, CAP-GAN, HGD, APE-GAN) shares.
+
+    Attributes:
+      name: `config.task`.
+      validate: config -> None; raises ConfigError on what can be checked before any data is
+        loaded or anything trains (its training attack, names, dtypes).
+      make_trainer: (config, target model, target variables, steps per epoch) -> trainer.
+      fingerprint: config -> the fields a checkpoint must match to be resumed or loaded.
+      title: config -> the defense's name in the report, the progress bars and errors.
+      purifier_weights: state -> the purifier's parameters (see `train_and_evaluate`).
+      facts: config -> more task facts for `results.json`'s settings.
+      rows, figure_extra: as in `train_and_evaluate`.
+    """
+
+    name: str
+    validate: Callable[[ml_collections.ConfigDict], None]
+    make_trainer: MakeTrainer
+    fingerprint: Callable[[ml_collections.ConfigDict], dict[str, Any]]
+    title: Callable[[ml_collections.ConfigDict], str]
+    purifier_weights: Callable[[Any], Any]
+    facts: Callable[[ml_collections.ConfigDict], dict[str, Any]] = lambda config: {}
+    rows: ReportRows = purifier_report_rows
+    figure_extra: Callable[[Any, Any], FigureExtra] = cam_figure
+
+    def run(self, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+        """The task's entry point: target, purifier, evaluation; the results dict."""
+        self.validate(config)
+        return train_and_evaluate(
+            config,
+            workdir,
+            task=self.name,
+            make_trainer=self.make_trainer,
+            fingerprint=self.fingerprint(config),
+            title=self.title(config),
+            purifier_weights=self.purifier_weights,
+            rows=self.rows,
+            figure_extra=self.figure_extra,
+            extra_results=self.facts(config),
+        )
+
+    def load_purifier(self, config: ml_collections.ConfigDict, workdir: str):
+        """(purify, classifier logits_fn) of the finished run in `workdir`, for attacks and
+        evaluation.
+
+        Raises:
+          ValueError: a bad setting, the run has not finished, or its checkpoints belong to
+            another config.
+        """
+        self.validate(config)
+        return load_finished_purifier(
+            config,
+            workdir,
+            make_trainer=self.make_trainer,
+            fingerprint=self.fingerprint(config),
+            title=self.title(config),
+        )
